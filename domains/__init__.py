@@ -1,0 +1,1 @@
+"""Modality adapters: rows -> views + encoders. See ``domains.base`` for the contract."""

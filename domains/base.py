@@ -1,0 +1,106 @@
+"""The contract every modality adapter fulfils.
+
+A :class:`Domain` turns dataset rows into model inputs and owns its encoders. It knows pixels,
+waveforms or tokens; it knows nothing about objectives. The engine asks it for views by kind
+(:class:`ViewRequest`), and passes what it returns to an objective unchanged.
+
+Data flow for one step::
+
+    rows --collate (CPU, DataLoader workers: decode, resize/pad, tokenize)--> RawBatch
+    RawBatch --to device--> make_views(batch, request, generator) (whole batch, on device)--> Views
+    Views["views"][i] / Views["inputs"] --encoder(**inputs)--> multissl.features.Features
+
+Randomness in ``make_views`` comes only from the ``torch.Generator`` the engine passes, seeded
+from (seed, step, rank), so a resumed run draws the same augmentations as an uninterrupted one.
+
+The view kinds and their keys are the contract in :mod:`multissl.views`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from multissl.features import Encoder
+from multissl.views import ViewRequest
+
+__all__ = [
+    "DataConfig",
+    "ViewRequest",
+    "Domain",
+    "BadSampleError",
+    "RawBatch",
+    "Views",
+]
+
+RawBatch = dict[str, Any]
+Views = dict[str, Any]
+
+
+class BadSampleError(ValueError):
+    """A sample that cannot be used; the message names the file or row and what is wrong."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how its columns map onto roles.
+
+    path:           local folder or file (glob allowed) or a Hugging Face Hub dataset id.
+    format:         ``datasets`` builder for local data ("imagefolder", "parquet", "csv", "json",
+                    "text", ...) or a domain-specific one; None infers it from the path.
+    subset:         Hub configuration name (``load_dataset(path, subset)``).
+    split:          split to read; slices such as "train[:90%]" work as in ``datasets``.
+    columns:        role -> column name, e.g. {"image": "img", "label": "label"}.
+    streaming:      iterate without downloading everything (corpora larger than the disk).
+    limit:          use only the first ``limit`` rows (quick runs, tests).
+    on_bad_sample:  "error" stops with a message naming the row or file; "skip" drops the
+                    sample and counts it (logged as ``skipped_samples``).
+    """
+
+    path: str
+    format: str | None = None
+    subset: str | None = None
+    split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)
+    streaming: bool = False
+    limit: int | None = None
+    on_bad_sample: Literal["error", "skip"] = "error"
+
+
+class Domain(abc.ABC):
+    """A modality adapter: loading, collation, batched views on device, and encoders."""
+
+    name: ClassVar[str]
+    #: view kinds this domain implements (``make_views`` raises for the others, naming them)
+    view_kinds: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def load(self, data: DataConfig):
+        """Return a ``datasets.Dataset`` (or ``IterableDataset`` when streaming) of raw rows."""
+
+    @abc.abstractmethod
+    def collate(self, rows: list[dict[str, Any]]) -> RawBatch:
+        """Decode and stack rows into tensors of one shape (CPU; runs in DataLoader workers)."""
+
+    @abc.abstractmethod
+    def make_views(self, batch: RawBatch, request: ViewRequest, generator: torch.Generator) -> Views:
+        """Build the requested views for a whole batch on the batch's device."""
+
+    @abc.abstractmethod
+    def build_encoder(self, **config: Any) -> Encoder:
+        """A stock Hugging Face model wrapped to return Features (size preset, config or path)."""
+
+    def check_view_kind(self, request: ViewRequest) -> None:
+        if request.kind not in self.view_kinds:
+            raise ValueError(
+                f"domain {self.name!r} has no view kind {request.kind!r}; it offers {list(self.view_kinds)}"
+            )
+
+
+def labels_or_none(batch: RawBatch) -> Tensor | None:
+    """The batch's labels tensor when the dataset has a label column."""
+    return batch.get("labels")

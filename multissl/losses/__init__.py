@@ -1,0 +1,11 @@
+"""Every loss formula of the field as a pure function on tensors.
+
+Each function documents its source, input shapes, normalisation and reduction. Losses that compare
+rows across the batch, or reduce statistics over it, use the global batch under data parallelism
+(see :mod:`multissl.distributed` for the value/gradient convention). Inputs are cast to float32
+inside, so callers may hand in bf16/fp16 activations from autocast.
+"""
+
+# --- contrastive family (InfoNCE kernel and its users) ---
+
+# --- similarity, redundancy reduction, metric learning, reconstruction ---

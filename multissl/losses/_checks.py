@@ -1,0 +1,43 @@
+"""Argument checks shared by the loss functions: errors name the argument and its shape."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def check_float(name: str, tensor: Tensor, dims: int | tuple[int, ...]) -> None:
+    """Raise ValueError unless ``tensor`` is floating point with ``dims`` dimensions."""
+    allowed = (dims,) if isinstance(dims, int) else dims
+    if not isinstance(tensor, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dim() not in allowed:
+        want = " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{name} must be {want}, got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {tensor.dtype} (shape {tuple(tensor.shape)})")
+
+
+def check_same_shape(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same shape")
+
+
+def check_same_dim(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """Last (feature) dimensions must agree."""
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must share the feature dimension"
+        )
+
+
+def check_rows(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """First (batch) dimensions must agree."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{name_a} {tuple(a.shape)} and {name_b} {tuple(b.shape)} must have the same batch size")
+
+
+def check_labels(name: str, labels: Tensor, rows: int) -> None:
+    if labels.dim() != 1 or labels.shape[0] != rows or labels.is_floating_point():
+        raise ValueError(
+            f"{name} must be an integer tensor of shape ({rows},), got {labels.dtype} {tuple(labels.shape)}"
+        )

@@ -1,0 +1,1 @@
+"""Self-supervised methods, each one small module composing multissl.losses and multissl.modules."""

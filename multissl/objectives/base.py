@@ -1,0 +1,47 @@
+"""The contract every self-supervised method fulfils.
+
+An objective is an ``nn.Module`` built around the encoder(s) it trains (passed in, shared by
+reference, as moco-v3's builder takes its base encoder). It owns the trainable parts the method
+adds (heads, predictors, EMA teachers, queues, learnable temperature) and maps the views a domain
+made for it to a loss. It never imports a domain: it states what it needs as a ``ViewRequest``.
+
+State that must survive a resume is a parameter or a persistent buffer, so
+``accelerator.save_state`` captures it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from multissl.views import ViewRequest
+
+__all__ = ["Objective", "ObjectiveOutput"]
+
+
+@dataclass
+class ObjectiveOutput:
+    """loss: scalar to minimise (fp32). logs: scalars worth plotting (detached floats or 0-d
+    tensors). embeddings: the two aligned batches [B, D] the method pulls together, when it has
+    them, for collapse telemetry (std, effective rank, alignment, uniformity)."""
+
+    loss: Tensor
+    logs: dict[str, Any] = field(default_factory=dict)
+    embeddings: tuple[Tensor, Tensor] | None = None
+
+
+class Objective(nn.Module):
+    #: registry name used in recipes (``objective.name``)
+    name: ClassVar[str]
+
+    def view_request(self) -> ViewRequest:
+        """The ``ViewRequest`` the engine asks the domain for, every step."""
+        raise NotImplementedError
+
+    def forward(self, views: dict[str, Any]) -> ObjectiveOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after each optimiser step (EMA teacher updates, schedules). Default: nothing."""

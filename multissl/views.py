@@ -1,0 +1,53 @@
+"""The vocabulary objectives and domains share: which views an objective asks for.
+
+An objective states what it needs as a :class:`ViewRequest`; a domain builds it on whole batches
+on the training device (``domains.base.Domain.make_views``). Neither imports the other.
+
+View kinds and the keys of the dict they return (``Inputs`` is a dict of tensors the domain's
+encoder takes as ``encoder(**inputs)``):
+
+``plain``          {"inputs": Inputs}  deterministic, for probes and evaluation.
+``augmented``      {"views": list[Inputs]}  ``num_views`` independently augmented views of each row,
+                   random parameters drawn per sample. Options: ``num_views`` (2), ``policy``
+                   ("simclr", "byol": asymmetric blur/solarize; "dropout": identical copies for
+                   SimCSE, dropout in the encoder makes them differ), ``local_views`` (multi-crop:
+                   globals first, then locals at ``local_size``).
+``masked``         {"inputs": Inputs, "mask": Bool[B, T], "targets": Tensor} mask True on the
+                   positions to predict (patches, frames, tokens); targets per position (pixels
+                   of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
+                   -100 off the mask). Option ``mask_ratio``.
+``sequence``       {"inputs": Inputs} ordered inputs for CPC (crops long enough for K steps).
+``pretext``        {"parts": list[Inputs], "labels": Long[B], "num_classes": int} for rotation,
+                   jigsaw and relative position (option ``task``); ``parts`` holds one Inputs
+                   per tile/patch, each with B rows, in the order the label refers to.
+``paired``         {"first": Views, "second": Views} for cross-modal methods (CLIP): a paired
+                   domain joins two domains row by row and asks each for the view kind named by
+                   option ``inner`` ("plain" unless set), so row i of both describes one thing.
+``corrupted``      {"inputs": Inputs, "targets": Tensor, "mask": Bool or None} for denoising,
+                   inpainting and colorization (option ``task``); ``targets`` in the layout the
+                   encoder's decoder must produce; mask True where the input was corrupted.
+
+Every view dict may also carry "labels" (Long[B]) when the dataset has a label column, and the
+raw batch's "skipped" count passes through so the engine can log it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ViewRequest", "VIEW_KINDS"]
+
+VIEW_KINDS = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted", "paired")
+
+
+@dataclass
+class ViewRequest:
+    """What an objective needs from a domain: a view ``kind`` and its options (see module doc)."""
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIEW_KINDS:
+            raise ValueError(f"unknown view kind {self.kind!r}; known kinds: {list(VIEW_KINDS)}")
