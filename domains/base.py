@@ -31,6 +31,7 @@ from multissl.views import ViewRequest
 __all__ = [
     "DataConfig",
     "ViewRequest",
+    "EncoderConfig",
     "Domain",
     "BadSampleError",
     "RawBatch",
@@ -71,12 +72,43 @@ class DataConfig:
     on_bad_sample: Literal["error", "skip"] = "error"
 
 
+@dataclass
+class EncoderConfig:
+    """Which encoder a domain builds.
+
+    architecture:  the domain's name for a stock family ("vit", "resnet", "convnext", "wav2vec2",
+                   "bert", ...).
+    size:          a preset of that family ("tiny" for tests, "small", "base", ...).
+    name_or_path:  load weights and config from a local folder or Hub id instead of building from
+                   the preset (``AutoModel.from_pretrained``); ``architecture``/``size`` then only
+                   document intent.
+    pooling:       "cls" or "mean" (masked mean over the sequence), how Features.pooled is made.
+    overrides:     fields set on the Hugging Face config after the preset (``hidden_size``, ...).
+    """
+
+    architecture: str
+    size: str = "tiny"
+    name_or_path: str | None = None
+    pooling: str = "mean"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
 class Domain(abc.ABC):
-    """A modality adapter: loading, collation, batched views on device, and encoders."""
+    """A modality adapter: loading, collation, batched views on device, and encoders.
+
+    Built from its own typed config (``config_class``, a dataclass of the domain's settings such as
+    image size, sample rate or tokenizer), which recipes fill under ``domain.options``.
+    """
 
     name: ClassVar[str]
+    config_class: ClassVar[type]
     #: view kinds this domain implements (``make_views`` raises for the others, naming them)
     view_kinds: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(self.config).__name__}")
 
     @abc.abstractmethod
     def load(self, data: DataConfig):
@@ -91,7 +123,7 @@ class Domain(abc.ABC):
         """Build the requested views for a whole batch on the batch's device."""
 
     @abc.abstractmethod
-    def build_encoder(self, **config: Any) -> Encoder:
+    def build_encoder(self, config: EncoderConfig) -> Encoder:
         """A stock Hugging Face model wrapped to return Features (size preset, config or path)."""
 
     def check_view_kind(self, request: ViewRequest) -> None:
