@@ -20,12 +20,13 @@ encoder takes as ``encoder(**inputs)``):
 ``pretext``        {"parts": list[Inputs], "labels": Long[B], "num_classes": int} for rotation,
                    jigsaw and relative position (option ``task``); ``parts`` holds one Inputs
                    per tile/patch, each with B rows, in the order the label refers to.
-``paired``         {"first": Views, "second": Views} for cross-modal methods (CLIP): a paired
-                   domain joins two domains row by row and asks each for the view kind named by
-                   option ``inner`` ("plain" unless set), so row i of both describes one thing.
 ``corrupted``      {"inputs": Inputs, "targets": Tensor, "mask": Bool or None} for denoising,
                    inpainting and colorization (option ``task``); ``targets`` in the layout the
                    encoder's decoder must produce; mask True where the input was corrupted.
+
+Cross-modal objectives (CLIP) read several domains: every domain collates the same dataset rows,
+so row i of each domain's views describes one thing; the objective asks each of its domains for
+a view (``Objective.view_requests`` returns one request per domain, in recipe order).
 
 Every view dict may also carry "labels" (Long[B]) when the dataset has a label column, and the
 raw batch's "skipped" count passes through so the engine can log it.
@@ -38,7 +39,7 @@ from typing import Any
 
 __all__ = ["ViewRequest", "VIEW_KINDS"]
 
-VIEW_KINDS = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted", "paired")
+VIEW_KINDS = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted")
 
 
 @dataclass

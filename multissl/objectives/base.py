@@ -36,11 +36,15 @@ class Objective(nn.Module):
     #: registry name used in recipes (``objective.name``)
     name: ClassVar[str]
 
-    def view_request(self) -> ViewRequest:
-        """The ``ViewRequest`` the engine asks the domain for, every step."""
+    def view_requests(self) -> tuple[ViewRequest, ...]:
+        """One ``ViewRequest`` per domain this objective reads (recipe order), asked every step.
+
+        Single-domain methods return one request and take one views dict in ``forward``;
+        cross-modal methods (CLIP) return one per domain and take as many views dicts.
+        """
         raise NotImplementedError
 
-    def forward(self, views: dict[str, Any]) -> ObjectiveOutput:  # pragma: no cover - abstract
+    def forward(self, *views: dict[str, Any]) -> ObjectiveOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def on_step_end(self, step: int, total_steps: int) -> None:
