@@ -1,0 +1,102 @@
+"""The ``multissl`` command.
+
+    multissl train RECIPE [key=value ...]   run a recipe (file path or shipped recipe name)
+    multissl recipes                        list the shipped recipes, one line each
+    multissl demo                           the main job: SSL on scikit-learn's digits + probe table
+    multissl probe ...                      probe an encoder folder or Hub id on a dataset
+    multissl push FOLDER REPO_ID            publish an encoder folder to the Hugging Face Hub
+
+``accelerate launch -m multissl.train RECIPE [key=value ...]`` runs the same thing as
+``multissl train`` on several processes or machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+__all__ = ["main", "recipes_dir", "resolve_recipe"]
+
+
+def recipes_dir() -> Path:
+    """The recipes shipped beside the package (repository checkout or editable install)."""
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+def resolve_recipe(name_or_path: str) -> str:
+    """A path as given, or the shipped recipe of that name (with or without ``.yaml``)."""
+    if Path(name_or_path).is_file():
+        return name_or_path
+    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    shipped = recipes_dir() / f"{stem}.yaml"
+    return str(shipped) if shipped.is_file() else name_or_path
+
+
+def _list_recipes() -> int:
+    found = sorted(recipes_dir().glob("*.yaml"))
+    if not found:
+        print(f"no recipes found in {recipes_dir()}")
+        return 1
+    width = max(len(p.stem) for p in found)
+    for path in found:
+        try:
+            description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+        except yaml.YAMLError:
+            description = "(not valid YAML)"
+        print(f"{path.stem:<{width}}  {' '.join(str(description).split())}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="multissl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="run a recipe")
+    train.add_argument("recipe", help="recipe file or shipped recipe name (see `multissl recipes`)")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
+
+    commands.add_parser("recipes", help="list the shipped recipes")
+
+    demo = commands.add_parser("demo", help="the main job on scikit-learn's digits, then a probe table")
+    demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
+    demo.add_argument("--output-dir", default="runs/demo-digits")
+
+    probe = commands.add_parser("probe", help="probe an encoder on a dataset")
+    push = commands.add_parser("push", help="push an encoder folder to the Hugging Face Hub")
+    try:
+        from multissl.probes.command import add_probe_arguments, run_probe_command
+
+        add_probe_arguments(probe)
+    except ImportError:  # probes not installed in this checkout yet
+        run_probe_command = None
+    try:
+        from multissl.hub import add_push_arguments, run_push_command
+
+        add_push_arguments(push)
+    except ImportError:
+        run_push_command = None
+
+    args = parser.parse_args(argv)
+    if args.command == "recipes":
+        return _list_recipes()
+    if args.command == "train":
+        from multissl.train import main as train_main
+
+        return train_main([resolve_recipe(args.recipe), *args.overrides])
+    if args.command == "demo":
+        from multissl.demo import run_demo
+
+        return run_demo(args.overrides, args.output_dir)
+    if args.command == "probe" and run_probe_command is not None:
+        return run_probe_command(args)
+    if args.command == "push" and run_push_command is not None:
+        return run_push_command(args)
+    parser.error(f"command {args.command!r} is not available in this installation")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
