@@ -7,5 +7,6 @@ inside, so callers may hand in bf16/fp16 activations from autocast.
 """
 
 # --- contrastive family (InfoNCE kernel and its users) ---
+from .contrastive import clip_loss, cpc, cpc_accuracy, info_nce, nt_xent, soft_nearest_neighbors, supcon
 
 # --- similarity, redundancy reduction, metric learning, reconstruction ---

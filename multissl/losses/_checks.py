@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -41,3 +42,27 @@ def check_labels(name: str, labels: Tensor, rows: int) -> None:
         raise ValueError(
             f"{name} must be an integer tensor of shape ({rows},), got {labels.dtype} {tuple(labels.shape)}"
         )
+
+
+def check_positive(name: str, value: float | Tensor) -> None:
+    """Raise ValueError unless ``value`` is a positive finite number or a 0-d floating tensor.
+
+    A tensor's value is not read (that would synchronise an accelerator); only its shape and dtype.
+    """
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or not value.is_floating_point():
+            raise ValueError(
+                f"{name} must be a number or a 0-d floating tensor, got {value.dtype} {tuple(value.shape)}"
+            )
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number or a 0-d floating tensor, got {type(value).__name__}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+
+
+def check_mask(name: str, mask: Tensor, shape: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``mask`` is a bool tensor of exactly ``shape``."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(shape):
+        got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"{name} must be a bool tensor of shape {tuple(shape)}, got {got}")

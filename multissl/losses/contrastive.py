@@ -1,0 +1,288 @@
+"""The contrastive family: one InfoNCE kernel and the losses built on it.
+
+Every loss here compares each of this process's rows (anchors) against the columns of the *global*
+batch: the columns are gathered with gradient, this rank's own rows sit at
+``rank_offset + arange(n)`` among them, and per-anchor terms are reduced with
+:func:`multissl.distributed.global_mean`. Each rank therefore returns the loss of the whole global
+batch, and DDP's gradient averaging yields exactly the single-process gradient
+(see :mod:`multissl.distributed`). With one process all of that is plain computation.
+
+Math runs in float32 (float64 when an input is float64), so bf16/fp16 activations are accepted and
+the returned loss is float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from multissl.distributed import (
+    all_reduce_sum,
+    gather_no_grad,
+    gather_with_grad,
+    is_distributed,
+    global_mean,
+    rank_offset,
+)
+
+from ._checks import (
+    check_float,
+    check_labels,
+    check_mask,
+    check_positive,
+    check_rows,
+    check_same_dim,
+)
+
+__all__ = ["info_nce", "nt_xent", "clip_loss", "supcon", "soft_nearest_neighbors", "cpc", "cpc_accuracy"]
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _unit(x: Tensor, dtype: torch.dtype) -> Tensor:
+    return F.normalize(x.to(dtype), dim=-1)
+
+
+def _gather_columns(local: Tensor) -> tuple[Tensor, int]:
+    """The global batch's rows (with gradient) and the index where this rank's rows start in it."""
+    return gather_with_grad(local), rank_offset(local.shape[0], local.device)
+
+
+def _cross_entropy_over_global_batch(logits: Tensor, positives: Tensor) -> Tensor:
+    """The InfoNCE kernel: mean over the global batch of ``-log softmax(logits)[row, positive]``.
+
+    ``logits`` [n, M] hold this rank's anchors against the global candidates; ``positives`` [n] the
+    column of each anchor's positive. Computed by ``cross_entropy`` (log-sum-exp), never exp-then-log.
+    """
+    return global_mean(F.cross_entropy(logits, positives, reduction="none"))
+
+
+def _exclude_self(logits: Tensor, self_columns: Tensor) -> None:
+    """Set each anchor's similarity to itself to -inf in place: it is neither positive nor negative."""
+    logits[torch.arange(logits.shape[0], device=logits.device), self_columns] = float("-inf")
+
+
+# --- InfoNCE and its users ----------------------------------------------------------------------
+
+
+def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temperature: float | Tensor = 0.1) -> Tensor:
+    """InfoNCE (van den Oord et al. 2018, arXiv:1807.03748), in MoCo's form (He et al. 2020, eq. 1).
+
+    ``query`` [N, D]: row i is an anchor whose positive is row i of ``key`` [N, D]; every other key
+    of the (global) batch is one of its negatives, and so is every row of the optional
+    ``negatives`` [K, D] (a MoCo queue, already global: it is not gathered). Similarity is the
+    cosine (all inputs are L2-normalised here) divided by ``temperature``. Returns the mean over
+    the N (global) queries of ``-log softmax`` at the positive: a 0-d float32 tensor.
+    """
+    check_float("query", query, 2)
+    check_float("key", key, 2)
+    check_rows("query", query, "key", key)
+    check_same_dim("query", query, "key", key)
+    if negatives is not None:
+        check_float("negatives", negatives, 2)
+        check_same_dim("query", query, "negatives", negatives)
+    check_positive("temperature", temperature)
+    dtype = _compute_dtype(query, key, *([negatives] if negatives is not None else []))
+    # Dividing the [N, D] queries is cheaper than dividing the [N, N + K] logits.
+    anchors = _unit(query, dtype) / temperature
+    keys, start = _gather_columns(_unit(key, dtype))
+    if negatives is not None:
+        keys = torch.cat([keys, _unit(negatives, dtype)])
+    positives = start + torch.arange(query.shape[0], device=query.device)
+    return _cross_entropy_over_global_batch(anchors @ keys.T, positives)
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5) -> Tensor:
+    """NT-Xent, SimCLR's loss, exactly as Algorithm 1 of Chen et al. 2020 (arXiv:2002.05709).
+
+    ``z1``, ``z2`` [N, D]: two views' projections; row i of each comes from the same image. The 2N
+    projections are L2-normalised; each of the 2N anchors is scored (cosine / ``temperature``)
+    against the 2N - 1 others (itself excluded), its positive being the other view of its image.
+    Returns the mean over the 2N (global) anchors of ``-log softmax`` at the positive.
+    """
+    check_float("z1", z1, 2)
+    check_float("z2", z2, 2)
+    check_rows("z1", z1, "z2", z2)
+    check_same_dim("z1", z1, "z2", z2)
+    check_positive("temperature", temperature)
+    n = z1.shape[0]
+    anchors = _unit(torch.cat([z1, z2]), _compute_dtype(z1, z2))
+    columns, start = _gather_columns(anchors)
+    own = start + torch.arange(2 * n, device=anchors.device)
+    logits = (anchors / temperature) @ columns.T
+    _exclude_self(logits, own)
+    # Within this rank's block [z1; z2], the other view of row j sits n rows away.
+    return _cross_entropy_over_global_batch(logits, own.roll(n))
+
+
+def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
+    """CLIP's symmetric contrastive loss (Radford et al. 2021, arXiv:2103.00020, Figure 3).
+
+    ``a`` [N, D] and ``b`` [N, D]: paired embeddings of two modalities (row i of each is a pair),
+    L2-normalised here. Logits are ``logit_scale * cos(a_i, b_j)``, where ``logit_scale`` is the
+    multiplier as CLIP uses it (already exponentiated; a float or a 0-d tensor, learnable or not).
+    Returns ``(CE(a -> b) + CE(b -> a)) / 2``, each cross-entropy a mean over the N (global) rows.
+    """
+    check_float("a", a, 2)
+    check_float("b", b, 2)
+    check_rows("a", a, "b", b)
+    check_same_dim("a", a, "b", b)
+    check_positive("logit_scale", logit_scale)
+    dtype = _compute_dtype(a, b)
+    a, b = _unit(a, dtype), _unit(b, dtype)
+    if not is_distributed():
+        # One process holds the whole square: the b -> a logits are the transpose, no second matmul.
+        logits = (a * logit_scale) @ b.T
+        positives = torch.arange(a.shape[0], device=a.device)
+        return (
+            _cross_entropy_over_global_batch(logits, positives)
+            + _cross_entropy_over_global_batch(logits.T, positives)
+        ) / 2
+    b_columns, start = _gather_columns(b)
+    a_columns, _ = _gather_columns(a)
+    positives = start + torch.arange(a.shape[0], device=a.device)
+    return (
+        _cross_entropy_over_global_batch((a * logit_scale) @ b_columns.T, positives)
+        + _cross_entropy_over_global_batch((b * logit_scale) @ a_columns.T, positives)
+    ) / 2
+
+
+def supcon(features: Tensor, labels: Tensor, temperature: float | Tensor = 0.1) -> Tensor:
+    """Supervised contrastive loss L_out (Khosla et al. 2020, arXiv:2004.11362, eq. 2).
+
+    ``features`` [N, V, D]: V views of N samples, L2-normalised here (the paper's z on the unit
+    sphere); ``labels`` [N] integer classes. Every one of the N * V (global) views is an anchor;
+    its positives P(i) are all other views with its label (its own other views included), and its
+    denominator runs over all views but itself. Per anchor ``-1/|P(i)| sum_p log softmax_p``; the
+    result is the mean over anchors. Anchors with no positive (possible only with V = 1) are left
+    out of the mean, as eq. 2 is undefined for them; if none has one the loss is 0. Unlike the
+    authors' code, no ``temperature / base_temperature`` factor is applied: eq. 2 has none.
+    """
+    check_float("features", features, 3)
+    check_labels("labels", labels, features.shape[0])
+    check_positive("temperature", temperature)
+    n, views, dim = features.shape
+    anchors = _unit(features, _compute_dtype(features)).reshape(n * views, dim)  # sample-major
+    columns, start = _gather_columns(anchors)
+    anchor_labels = labels.repeat_interleave(views)
+    positive = anchor_labels[:, None] == gather_no_grad(anchor_labels)[None, :]
+    own = start + torch.arange(n * views, device=anchors.device)
+    positive[torch.arange(n * views, device=anchors.device), own] = False
+    keep = positive.any(dim=1)
+    anchors, positive, own = anchors[keep], positive[keep], own[keep]
+
+    logits = (anchors / temperature) @ columns.T
+    # Summed before self is set to -inf, where 0 * -inf would be NaN.
+    positive_mean = torch.where(positive, logits, 0.0).sum(dim=1) / positive.sum(dim=1)
+    _exclude_self(logits, own)
+    return global_mean(logits.logsumexp(dim=1) - positive_mean)
+
+
+def soft_nearest_neighbors(embeddings: Tensor, labels: Tensor, temperature: float | Tensor) -> Tensor:
+    """Soft nearest neighbour loss (Frosst, Papernot & Hinton 2019, arXiv:1902.01889, eq. 1).
+
+    ``embeddings`` [N, D] (not normalised), ``labels`` [N] integer classes. With squared Euclidean
+    distances d_ij, the term of row i is
+    ``-log( sum_{j != i, y_j = y_i} exp(-d_ij / T) / sum_{k != i} exp(-d_ik / T) )``, computed as a
+    difference of log-sum-exps; the loss is the mean over rows (global batch).
+    A row with no same-class partner has an empty numerator (its term is +inf in the paper's
+    formula): such rows are left out of the mean, and if no row has a partner the loss is 0. (The
+    authors' code instead adds 1e-5 inside the log, which makes each such row cost ~11.5 and
+    carry no gradient from its numerator.)
+    """
+    check_float("embeddings", embeddings, 2)
+    check_labels("labels", labels, embeddings.shape[0])
+    check_positive("temperature", temperature)
+    n = embeddings.shape[0]
+    points = embeddings.to(_compute_dtype(embeddings))
+    columns, start = _gather_columns(points)
+    same_class = labels[:, None] == gather_no_grad(labels)[None, :]
+    own = start + torch.arange(n, device=points.device)
+    same_class[torch.arange(n, device=points.device), own] = False
+    keep = same_class.any(dim=1)
+    points, same_class, own = points[keep], same_class[keep], own[keep]
+
+    squared = (points.square().sum(1)[:, None] + columns.square().sum(1)[None, :] - 2 * points @ columns.T)
+    logits = squared.clamp_min(0.0) / -temperature
+    _exclude_self(logits, own)
+    same_class_logits = logits.masked_fill(~same_class, float("-inf"))
+    return global_mean(logits.logsumexp(dim=1) - same_class_logits.logsumexp(dim=1))
+
+
+# --- CPC ------------------------------------------------------------------------------------------
+
+
+def _cpc_logits(
+    predictions: Tensor, targets: Tensor, mask: Tensor | None, temperature: float | Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Scores of every counted prediction against every valid frame of the global batch.
+
+    Returns ``logits`` [P, M], the column of each prediction's positive [P], and its step index
+    k in ``0..K-1`` [P].
+    """
+    check_float("predictions", predictions, 4)
+    check_float("targets", targets, 3)
+    batch, steps, offsets, _ = predictions.shape
+    if targets.shape[:2] != (batch, steps):
+        raise ValueError(
+            f"targets {tuple(targets.shape)} must be [B, T, D] for predictions {tuple(predictions.shape)} [B, T, K, D]"
+        )
+    check_same_dim("predictions", predictions, "targets", targets)
+    if mask is not None:
+        check_mask("mask", mask, (batch, steps))
+    check_positive("temperature", temperature)
+    device = predictions.device
+    valid = torch.ones(batch, steps, dtype=torch.bool, device=device) if mask is None else mask
+
+    # predictions[b, t, k] predicts targets[b, t + k + 1]; it counts when both frames are valid.
+    target_time = torch.arange(steps, device=device)[:, None] + torch.arange(1, offsets + 1, device=device)
+    in_range = target_time < steps
+    target_time = target_time.clamp_max(steps - 1)
+    counted = valid[:, :, None] & valid[:, target_time] & in_range
+
+    # Candidates are the valid frames only, so padded values never enter the softmax.
+    dtype = _compute_dtype(predictions, targets)
+    candidates, start = _gather_columns(targets[valid].to(dtype))
+    frame_column = start + valid.flatten().cumsum(0).view(batch, steps) - 1
+    positives = frame_column[:, target_time][counted]
+    step = torch.arange(offsets, device=device).expand(batch, steps, offsets)[counted]
+    logits = (predictions[counted].to(dtype) / temperature) @ candidates.T
+    return logits, positives, step
+
+
+def cpc(predictions: Tensor, targets: Tensor, mask: Tensor | None = None, temperature: float | Tensor = 1.0) -> Tensor:
+    """Contrastive Predictive Coding loss (van den Oord et al. 2018, arXiv:1807.03748, eq. 4).
+
+    ``predictions`` [B, T, K, D]: ``predictions[b, t, k] = W_{k+1} c_t``, the prediction made at
+    time t of the frame k + 1 steps ahead; ``targets`` [B, T, D]: the encoded frames z. The score
+    is the paper's log-bilinear ``z^T W_k c_t`` (a dot product, not normalised) divided by
+    ``temperature``. A prediction's positive is z[b, t + k + 1]; its negatives are every other valid
+    frame of every sequence of the global batch (all offsets share that candidate set).
+    ``mask`` [B, T] bool, True where a frame is real: a prediction counts only when frames t and
+    t + k + 1 are both valid, and padded frames are never candidates, so padded values (even NaN)
+    change nothing. Returns the mean of ``-log softmax`` at the positive over the counted
+    predictions of the global batch (0 if there are none).
+    """
+    logits, positives, _ = _cpc_logits(predictions, targets, mask, temperature)
+    return _cross_entropy_over_global_batch(logits, positives)
+
+
+@torch.no_grad()
+def cpc_accuracy(predictions: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Top-1 accuracy of each CPC offset over the global batch, for logging: float32 [K].
+
+    Entry k is the fraction of counted predictions ``k + 1`` steps ahead (see :func:`cpc`) whose
+    highest-scoring candidate is their positive; NaN where an offset has no counted prediction.
+    """
+    logits, positives, step = _cpc_logits(predictions, targets, mask, 1.0)
+    offsets = predictions.shape[2]
+    correct = torch.bincount(step, weights=(logits.argmax(dim=1) == positives).double(), minlength=offsets)
+    counts = torch.bincount(step, minlength=offsets).double()
+    totals = all_reduce_sum(torch.stack([correct, counts]))
+    return (totals[0] / totals[1]).float()

@@ -1,0 +1,99 @@
+"""The contrastive losses under two real gloo processes equal one process on the concatenated batch.
+
+One spawn runs every loss for an equal and an unequal split of the batch. Each rank returns its
+loss value and its input gradients divided by the world size (what DDP's averaging makes of them);
+the reference is the same code run here, in one process, with a single rank holding every row.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multissl import distributed
+from multissl.losses import clip_loss, cpc, info_nce, nt_xent, soft_nearest_neighbors, supcon
+from tests.dist import run_in_processes
+
+SPLITS = [[4, 4], [5, 2]]  # rows per rank; the second leaves the ranks unequal
+DIM, STEPS, OFFSETS = 6, 5, 2
+
+
+def _global_batch(rows: int) -> dict[str, torch.Tensor]:
+    """Every input of every loss for a global batch of ``rows`` rows; the same on every process."""
+    g = torch.Generator().manual_seed(rows)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    mask = torch.ones(rows, STEPS, dtype=torch.bool)
+    mask[1, 3:] = False
+    mask[-1, 4:] = False
+    predictions, targets = randn(rows, STEPS, OFFSETS, DIM), randn(rows, STEPS, DIM)
+    predictions[~mask] = float("nan")  # padding holds garbage; it must change nothing
+    targets[~mask] = float("nan")
+    labels = torch.arange(rows) % 3
+    labels[0] = 7  # a class with one member: its row has no partner in soft nearest neighbours
+    return dict(
+        x=randn(rows, DIM), y=randn(rows, DIM), queue=randn(11, DIM), views=randn(rows, 2, DIM),
+        labels=labels, predictions=predictions, targets=targets, mask=mask,
+    )
+
+
+# name -> (loss of the inputs, names of the per-row inputs it differentiates)
+LOSSES = {
+    "info_nce": (lambda t: info_nce(t["x"], t["y"], None, 0.2), ["x", "y"]),
+    "info_nce_queue": (lambda t: info_nce(t["x"], t["y"], t["queue"], 0.2), ["x", "y"]),
+    "nt_xent": (lambda t: nt_xent(t["x"], t["y"], 0.5), ["x", "y"]),
+    "clip_loss": (lambda t: clip_loss(t["x"], t["y"], t["logit_scale"]), ["x", "y"]),
+    "supcon": (lambda t: supcon(t["views"], t["labels"], 0.3), ["views"]),
+    "soft_nearest_neighbors": (lambda t: soft_nearest_neighbors(t["x"], t["labels"], 3.0), ["x"]),
+    "cpc": (lambda t: cpc(t["predictions"], t["targets"], t["mask"], 0.5), ["predictions", "targets"]),
+}
+
+
+def _run_all_losses(splits: list[list[int]]) -> dict[str, torch.Tensor]:
+    """This rank's slice of each split, every loss: value, row gradients / world size, scale gradient."""
+    rank, world = distributed.rank(), distributed.world_size()
+    out = {}
+    for sizes in splits:
+        assert len(sizes) == world
+        start, stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
+        batch = _global_batch(sum(sizes))
+        for name, (loss_fn, differentiated) in LOSSES.items():
+            local = {k: v if k == "queue" else v[start:stop] for k, v in batch.items()}
+            for k in differentiated:
+                local[k] = local[k].clone().requires_grad_(True)
+            local["logit_scale"] = torch.tensor(4.0, dtype=torch.float64, requires_grad=True)
+            loss = loss_fn(local)
+            loss.backward()
+            key = f"{sum(sizes)}/{name}"
+            out[f"{key}/value"] = loss.detach()
+            for k in differentiated:
+                out[f"{key}/grad_{k}"] = local[k].grad / world
+            if name == "clip_loss":
+                out[f"{key}/grad_logit_scale"] = local["logit_scale"].grad / world
+    return out
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_process_on_the_concatenated_batch():
+    per_rank = run_in_processes(_run_all_losses, SPLITS, world_size=2)
+    for sizes in SPLITS:
+        reference = _run_all_losses([[sum(sizes)]])
+        for name, (_, differentiated) in LOSSES.items():
+            key = f"{sum(sizes)}/{name}"
+            for rank, result in enumerate(per_rank):
+                start, stop = sum(sizes[:rank]), sum(sizes[: rank + 1])
+                torch.testing.assert_close(
+                    result[f"{key}/value"], reference[f"{key}/value"], rtol=1e-5, atol=1e-5, msg=f"{key} value"
+                )
+                for k in differentiated:
+                    torch.testing.assert_close(
+                        result[f"{key}/grad_{k}"], reference[f"{key}/grad_{k}"][start:stop],
+                        rtol=1e-5, atol=1e-5, msg=f"{key} gradient of {k} on rank {rank}",
+                    )
+            if name == "clip_loss":  # a shared parameter: DDP's average of the ranks' gradients
+                averaged = sum(result[f"{key}/grad_logit_scale"] for result in per_rank)
+                torch.testing.assert_close(averaged, reference[f"{key}/grad_logit_scale"], rtol=1e-5, atol=1e-5)
+    # the padded garbage never leaked into a value
+    assert all(torch.isfinite(v).all() for result in per_rank for v in result.values())
