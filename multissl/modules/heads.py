@@ -1,0 +1,101 @@
+"""MLP heads that sit on top of an encoder's pooled features.
+
+One class covers the projection heads of the joint-embedding family; only depth, width and the
+placement of batch norm differ between papers:
+
+- SimCLR (Chen et al. 2020a): 2 layers, 2048 -> 128, BN on the hidden layer.
+- SimCLRv2 (Chen et al. 2020b): 3 layers, 2048 -> 2048 -> 128, BN on every layer (the deeper head).
+- MoCo v2 (Chen et al. 2020c): 2 layers, 2048 -> 128, no BN (``batch_norm=False``).
+- MoCo v3 (Chen et al. 2021): 3 layers, 4096 -> 4096 -> 256, BN on every layer.
+- BYOL (Grill et al. 2020) projector: 2 layers, 4096 -> 256, BN on the hidden layer.
+- Barlow Twins (Zbontar et al. 2021) / VICReg (Bardes et al. 2022): 3 layers, 8192 wide throughout,
+  BN on the hidden layers.
+
+A layer is ``Linear -> [BatchNorm1d] -> ReLU``; the last layer is ``Linear -> [BatchNorm1d]`` with
+no activation. A linear layer followed by batch norm carries no bias (BN's shift makes it redundant,
+as in MoCo v3 and Barlow Twins). The optional last BN has no affine parameters, as in MoCo v3;
+SimCLRv2 keeps a learnable scale there (``center=False`` only), a per-feature rescaling that we drop.
+
+SimCLRv2 fine-tunes "from the middle layer of the projection head": the encoder plus the head's
+first layer(s) become the network the classifier sits on. ``head(x, up_to=k)`` returns the output
+after layer ``k`` (ReLU included), and ``head.truncated(k)`` returns those first ``k`` layers as an
+``nn.Sequential`` sharing the head's weights, to hand to a fine-tuning or probing stage.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["ProjectionHead", "Predictor"]
+
+
+class ProjectionHead(nn.Module):
+    """MLP ``in_dim -> hidden_dim -> ... -> out_dim`` with ``num_layers`` linear layers.
+
+    Input ``[..., in_dim]``, output ``[..., out_dim]`` (``[..., hidden_dim]`` for ``up_to <
+    num_layers``). Leading dimensions are flattened into one batch dimension for batch norm, so
+    every row given contributes to the batch statistics: pass only valid rows (no padding).
+    The output is not L2-normalised; losses normalise where their paper does.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        num_layers: int = 2,
+        batch_norm: bool = True,
+        last_batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.in_dim, self.hidden_dim, self.out_dim, self.num_layers = in_dim, hidden_dim, out_dim, num_layers
+        widths = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        layers = []
+        for index in range(num_layers):
+            last = index == num_layers - 1
+            with_norm = last_batch_norm if last else batch_norm
+            block: list[nn.Module] = [nn.Linear(widths[index], widths[index + 1], bias=not with_norm)]
+            if with_norm:
+                block.append(nn.BatchNorm1d(widths[index + 1], affine=not last))
+            if not last:
+                block.append(nn.ReLU(inplace=True))
+            layers.append(nn.Sequential(*block))
+        self.layers = nn.ModuleList(layers)
+
+    def _check_up_to(self, up_to: int | None) -> int:
+        if up_to is None:
+            return self.num_layers
+        if not 1 <= up_to <= self.num_layers:
+            raise ValueError(f"up_to must be in [1, {self.num_layers}] for this {self.num_layers}-layer head, got {up_to}")
+        return up_to
+
+    def forward(self, x: Tensor, up_to: int | None = None) -> Tensor:
+        """Run the first ``up_to`` layers (all by default) on ``x`` ``[..., in_dim]``."""
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"input must end in in_dim={self.in_dim}, got shape {tuple(x.shape)}")
+        leading = x.shape[:-1]
+        out = x.reshape(-1, self.in_dim)
+        for layer in self.layers[: self._check_up_to(up_to)]:
+            out = layer(out)
+        return out.reshape(*leading, out.shape[-1])
+
+    def truncated(self, up_to: int) -> nn.Sequential:
+        """The first ``up_to`` layers as an ``nn.Sequential`` that shares this head's weights
+        (SimCLRv2's fine-tuning from the middle of the head). Takes ``[B, in_dim]`` rows."""
+        return nn.Sequential(*self.layers[: self._check_up_to(up_to)])
+
+
+class Predictor(ProjectionHead):
+    """The predictor MLP of BYOL (Grill et al. 2020), SimSiam (Chen & He 2021) and MoCo v3:
+    ``Linear -> BatchNorm1d -> ReLU -> Linear``, input ``[..., in_dim]``, output ``[..., out_dim]``.
+
+    BYOL: 256 -> 4096 -> 256; SimSiam: 2048 -> 512 -> 2048 (a bottleneck); MoCo v3: 256 -> 4096 -> 256.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__(in_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True, last_batch_norm=False)

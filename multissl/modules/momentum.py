@@ -1,0 +1,119 @@
+"""Exponential-moving-average (momentum) copies of a network: MoCo's key encoder, BYOL's target.
+
+MoCo (He et al. 2020, eq. 2) and BYOL (Grill et al. 2020, sec. 3.1) keep a second network whose
+weights trail the online network's:  ``theta_target <- m * theta_target + (1 - m) * theta_online``.
+BYOL anneals ``m`` from 0.996 to 1 over training with :func:`cosine_momentum`; MoCo keeps it fixed
+(0.999) and MoCo v3 uses the same cosine schedule from 0.99.
+
+What is averaged: every parameter and every floating-point buffer (batch-norm running mean and
+variance, so the target's eval-mode statistics trail the online ones too). Integer buffers (BN's
+``num_batches_tracked``, position ids) cannot be averaged and are copied.
+
+Under DDP: the online parameters are identical on every rank after the gradient all-reduce, and
+every rank applies the same update with the same momentum, so the target parameters stay identical
+without any communication. Floating buffers are per-rank statistics in the online network (each rank
+normalises its own sub-batch); DDP's ``broadcast_buffers=True`` (its default) re-syncs all buffers of
+the wrapped module from rank 0 before each forward, the target's included when it lives inside the
+wrapped objective, and ``SyncBatchNorm`` keeps them identical outright. The target's parameters do
+not require gradients, so DDP's reducer ignores them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["MomentumEncoder", "momentum_update", "cosine_momentum"]
+
+
+def _paired_tensors(target: nn.Module, online: nn.Module) -> tuple[list, list, list, list]:
+    """(target, online) floating tensors and (target, online) other buffers, matched by name."""
+    target_params, online_params = dict(target.named_parameters()), dict(online.named_parameters())
+    target_buffers, online_buffers = dict(target.named_buffers()), dict(online.named_buffers())
+    for kind, mine, theirs in (("parameters", target_params, online_params), ("buffers", target_buffers, online_buffers)):
+        if mine.keys() != theirs.keys():
+            missing = sorted(set(mine) ^ set(theirs))[:5]
+            raise ValueError(
+                f"momentum target and online module have different {kind} (first differences: {missing}); "
+                "pass the unwrapped online module (accelerator.unwrap_model), the one the target was copied from"
+            )
+    floats_target, floats_online, others_target, others_online = [], [], [], []
+    for name, tensor in list(target_params.items()) + list(target_buffers.items()):
+        source = online_params[name] if name in online_params else online_buffers[name]
+        if tensor.shape != source.shape:
+            raise ValueError(f"momentum target {name} has shape {tuple(tensor.shape)}, online has {tuple(source.shape)}")
+        if tensor.is_floating_point():
+            floats_target.append(tensor)
+            floats_online.append(source.to(tensor.dtype))
+        else:
+            others_target.append(tensor)
+            others_online.append(source)
+    return floats_target, floats_online, others_target, others_online
+
+
+@torch.no_grad()
+def momentum_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """In place: ``t <- momentum * t + (1 - momentum) * o`` for every parameter and floating buffer
+    of ``target`` (matched by name with ``online``); integer buffers are copied.
+
+    ``momentum=1`` leaves the floating tensors unchanged, ``momentum=0`` copies ``online``.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    floats_target, floats_online, others_target, others_online = _paired_tensors(target, online)
+    if floats_target:
+        # Two fused multi-tensor kernels instead of one small kernel per tensor.
+        torch._foreach_mul_(floats_target, momentum)
+        torch._foreach_add_(floats_target, floats_online, alpha=1.0 - momentum)
+    for mine, theirs in zip(others_target, others_online):
+        mine.copy_(theirs)
+
+
+def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: float = 1.0) -> float:
+    """BYOL's target decay rate (Grill et al. 2020, sec. 3.2):
+    ``tau_k = final - (final - base) * (cos(pi * k / K) + 1) / 2``, which with ``final=1`` is the
+    paper's ``1 - (1 - tau_base) (cos(pi k / K) + 1) / 2``. ``tau_0 = base``, ``tau_K = final``;
+    steps past ``K`` stay at ``final``.
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    progress = min(step, total_steps) / total_steps
+    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+class MomentumEncoder(nn.Module):
+    """A frozen deep copy of ``online`` that follows it by EMA (MoCo's key encoder, BYOL's target).
+
+    Register it as a submodule of the objective that owns the online network: its weights are then
+    in the objective's ``state_dict`` (a resumed run continues from the same target), and ``.train()``
+    / ``.eval()`` on the objective reach it as they reach the online network. Its parameters have
+    ``requires_grad=False``: its forward runs under ``no_grad``, :func:`multissl.optim.parameter_groups`
+    leaves them out, and optimisers skip them even when handed ``objective.parameters()`` because they
+    never receive a ``.grad``.
+
+    Call :meth:`update` after each optimiser step (``Objective.on_step_end``).
+    """
+
+    def __init__(self, online: nn.Module) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(online)
+        self.module.requires_grad_(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, momentum: float) -> None:
+        """EMA step towards ``online`` (see :func:`momentum_update`); also mirrors each submodule's
+        train/eval mode, so the target normalises with batch statistics exactly when the online
+        network does (MoCo and BYOL run both networks in training mode)."""
+        momentum_update(self.module, online, momentum)
+        for mine, theirs in zip(self.module.modules(), online.modules()):
+            mine.training = theirs.training
