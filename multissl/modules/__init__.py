@@ -3,7 +3,13 @@ learnable temperatures, shuffle-BN."""
 
 from multissl.modules.heads import Predictor, ProjectionHead
 from multissl.modules.momentum import MomentumEncoder, cosine_momentum, momentum_update
-from multissl.modules.normalization import SplitBatchNorm, batch_shuffle, batch_unshuffle
+from multissl.modules.normalization import (
+    GlobalBatchNorm,
+    SplitBatchNorm,
+    batch_shuffle,
+    batch_unshuffle,
+    convert_to_global_batchnorm,
+)
 from multissl.modules.queue import MomentumQueue
 from multissl.modules.temperature import LearnableTemperature
 
@@ -16,6 +22,8 @@ __all__ = [
     "MomentumQueue",
     "LearnableTemperature",
     "SplitBatchNorm",
+    "GlobalBatchNorm",
+    "convert_to_global_batchnorm",
     "batch_shuffle",
     "batch_unshuffle",
 ]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from multissl import distributed
 
-__all__ = ["SplitBatchNorm", "batch_shuffle", "batch_unshuffle"]
+__all__ = ["SplitBatchNorm", "GlobalBatchNorm", "convert_to_global_batchnorm", "batch_shuffle", "batch_unshuffle"]
 
 
 class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -118,3 +118,65 @@ def batch_unshuffle(rows: Tensor, unshuffle_index: Tensor) -> Tensor:
         )
     start = distributed.rank_offset(rows.shape[0], rows.device)
     return gathered[unshuffle_index[start : start + rows.shape[0]].to(rows.device)]
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics span the global batch of every process.
+
+    SimCLR (Chen et al. 2020, sec. 2.3, "Global BN") and BYOL aggregate BN mean and variance over
+    all devices: with per-device statistics a positive pair normalised on one device can use them
+    as a shortcut, and the result would depend on how the batch is split. ``nn.SyncBatchNorm`` does
+    this on GPUs only; this module does it on any device through
+    :func:`multissl.distributed.all_reduce_sum_with_grad` (two passes: the mean, then the centred
+    second moment, for accuracy in low precision), so N processes compute exactly what one process
+    computes on the concatenated batch, gradients included. Without a process group, or in eval
+    mode, it is plain batch norm. Input ``[N, C, *]``; running variance is unbiased, as in PyTorch.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expects [N, C, *] input, got shape {tuple(input.shape)}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        if not (self.training and distributed.is_distributed()):
+            return super().forward(input)
+        dims = [0, *range(2, input.dim())]
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        x = input.to(torch.promote_types(input.dtype, torch.float32))  # statistics in >= fp32
+        count = distributed.all_reduce_sum(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
+        mean = distributed.all_reduce_sum_with_grad(x.sum(dim=dims)) / count
+        centred = x - mean.view(shape)
+        var = distributed.all_reduce_sum_with_grad(centred.pow(2).sum(dim=dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * (count / (count - 1).clamp_min(1.0))
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), factor)
+        out = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(input.dtype)
+
+
+def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``nn.BatchNorm1d/2d/3d`` in ``module`` by :class:`GlobalBatchNorm` (weights and
+    running statistics kept), like ``nn.SyncBatchNorm.convert_sync_batchnorm`` but on any device.
+    :class:`SplitBatchNorm` layers are left alone: their per-split statistics are the point."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (SplitBatchNorm, GlobalBatchNorm)):
+        reference = module.weight if module.affine else module.running_mean
+        converted = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+            device=reference.device if reference is not None else None,
+            dtype=reference.dtype if reference is not None else None,
+        )
+        converted.load_state_dict(module.state_dict())
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        replacement = convert_to_global_batchnorm(child)
+        if replacement is not child:
+            setattr(module, name, replacement)
+    return module
