@@ -10,3 +10,7 @@ inside, so callers may hand in bf16/fp16 activations from autocast.
 from .contrastive import clip_loss, cpc, cpc_accuracy, info_nce, nt_xent, soft_nearest_neighbors, supcon
 
 # --- similarity, redundancy reduction, metric learning, reconstruction ---
+from .metric import contrastive_pair, lifted_structured, n_pair, nce, triplet
+from .reconstruction import masked_reconstruction, masked_token_cross_entropy
+from .redundancy import BarlowTwinsTerms, VICRegTerms, barlow_twins, barlow_twins_terms, vicreg, vicreg_terms
+from .similarity import byol, distillation, simsiam

@@ -66,3 +66,27 @@ def check_mask(name: str, mask: Tensor, shape: tuple[int, ...]) -> None:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(shape):
         got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
         raise ValueError(f"{name} must be a bool tensor of shape {tuple(shape)}, got {got}")
+
+
+# --- added for similarity / redundancy / metric / reconstruction losses ---
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype loss math runs in: float64 if any input is float64, else float32 (bf16/fp16 upcast)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def check_float_min_dims(name: str, tensor: Tensor, min_dims: int) -> None:
+    """Raise ValueError unless ``tensor`` is floating point with at least ``min_dims`` dimensions."""
+    if not isinstance(tensor, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dim() < min_dims:
+        raise ValueError(f"{name} must have at least {min_dims} dimensions, got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got dtype {tensor.dtype} (shape {tuple(tensor.shape)})")
+
+
+def check_non_negative(name: str, value: float) -> None:
+    """Raise ValueError unless ``value`` is a finite number >= 0 (margins, weights, penalties)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
