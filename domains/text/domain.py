@@ -1,0 +1,285 @@
+"""The text domain: rows of sentences -> token tensors -> views -> a BERT-family encoder."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from domains.base import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, Views
+from domains.text import augment
+from domains.text.config import AUGMENT_POLICIES, TextConfig
+from domains.text.encoders import TextEncoder, build_text_encoder
+from domains.text.loading import ROW_INDEX, default_columns, infer_format, load_rows, prepare_rows
+from domains.text.tokenizer import load_tokenizer, train_sentencepiece_tokenizer, word_start_table
+from multissl.views import ViewRequest
+
+__all__ = ["TextDomain"]
+
+logger = logging.getLogger(__name__)
+
+#: role -> key prefix of its token tensors in a collated batch
+_TEXT_ROLES = {"text": "", "text_pair": "pair_", "hard_negative": "negative_"}
+#: options each view kind accepts in its request (anything else is an error naming it)
+_VIEW_OPTIONS = {
+    "plain": set(),
+    "sequence": set(),
+    "augmented": {"num_views", "policy", "cutoff_ratio", "cutoff_mode", "delete_probability", "swap_count"},
+    "masked": {"mask_ratio"},
+}
+
+
+def _is_plain_text(dataset, fmt: str | None) -> bool:
+    """Read by the "text" builder, asked for or inferred by ``datasets`` (a folder of .txt files)."""
+    return fmt == "text" or getattr(dataset.info, "builder_name", None) == "text"
+
+
+class TextDomain(Domain):
+    """Sentences in, token tensors out.
+
+    ``collate`` (CPU) -> {"input_ids": Long[B, T], "attention_mask": Long[B, T], "skipped": int,
+    "labels": Long[B] (label column), "scores": Float[B] (score column),
+    "pair_input_ids"/"pair_attention_mask" (text_pair column), "negative_input_ids"/
+    "negative_attention_mask" (hard_negative column)}: one fast-tokenizer call for all of them,
+    padded to the longest (so every role shares T), truncated to ``max_length``.
+
+    ``make_views`` (on the batch's device, randomness from the given generator only), with
+    Inputs = {"input_ids", "attention_mask"}:
+
+    - ``plain`` / ``sequence``: {"inputs": Inputs} as collated (CPC reads the ordered tokens).
+    - ``augmented``: {"views": [Inputs] * num_views}. Policies (option ``policy``, default
+      ``TextConfig.augment_policy``): "dropout" identical copies (SimCSE: encoder dropout makes
+      them differ), "cutoff", "delete", "swap" (each view drawn independently per row, see
+      ``domains.text.augment``), "pair": [anchor, positive] (+ hard negative) from the pair columns
+      (supervised SimCSE; ``num_views`` does not apply).
+    - ``masked``: {"inputs": Inputs with MLM replacements, "mask": Bool[B, T] selected positions,
+      "targets": Long[B, T] original ids there and -100 elsewhere, "vocab_size": int}.
+
+    Every view dict also carries "skipped" and, when present, "labels" and "scores".
+    """
+
+    name = "text"
+    config_class = TextConfig
+    view_kinds = ("plain", "augmented", "masked", "sequence")
+
+    def __init__(self, config: TextConfig | None = None) -> None:
+        super().__init__(config)
+        self.columns: dict[str, str] = {"text": "text"}
+        self.on_bad_sample = "error"
+        self.load_stats: dict[str, Any] = {}
+        self._tokenizer = None if self.config.tokenizer == "train" else load_tokenizer(self.config.tokenizer)
+        self._token_tables: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ tokenizer
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            raise RuntimeError(
+                "tokenizer='train' learns the tokenizer from the corpus in load(): call load() first, "
+                "or set TextConfig.tokenizer to a saved tokenizer folder"
+            )
+        return self._tokenizer
+
+    def train_tokenizer(self, texts) -> None:
+        """Learn the sentencepiece tokenizer of ``tokenizer='train'`` from ``texts`` (strings)."""
+        config = self.config
+        self._tokenizer = train_sentencepiece_tokenizer(
+            texts, vocab_size=config.vocab_size, model_type=config.model_type, special_tokens=config.special_tokens,
+            max_rows=config.tokenizer_training_rows, model_max_length=config.max_length,
+        )
+        self._token_tables.clear()
+
+    def _tables(self, device: torch.device) -> dict[str, Any]:
+        """Special ids, non-special ids (MLM random replacements) and word starts, on ``device``."""
+        key = str(device)
+        if key not in self._token_tables:
+            tokenizer = self.tokenizer
+            special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+            ordinary = torch.ones(len(tokenizer), dtype=torch.bool)
+            ordinary[special] = False
+            starts = word_start_table(tokenizer) if self.config.augment_unit == "word" else None
+            self._token_tables[key] = {
+                "special": special.to(device),
+                "ordinary": ordinary.nonzero().squeeze(1).to(device),
+                "word_starts": None if starts is None else starts.to(device),
+            }
+        return self._token_tables[key]
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, data: DataConfig):
+        """Rows of ``data`` (see ``domains.text.loading``) with a ``row_index`` column; remembers
+        the column mapping and ``on_bad_sample`` for ``collate``, trains the tokenizer when
+        ``tokenizer='train'``, and sets ``load_stats`` ({"rows", "blank_lines_skipped"})."""
+        fmt = data.format or infer_format(data.path)
+        dataset = load_rows(data, tsv_header=self.config.tsv_header)
+        columns = {**default_columns(fmt, list(dataset.column_names or [])), **data.columns}
+        dataset, self.load_stats = prepare_rows(
+            dataset, columns, plain_text=_is_plain_text(dataset, fmt), blank_lines=self.config.blank_lines,
+            label_names=self.config.label_names, limit=data.limit, source=f"{data.path} [{data.split}]",
+        )
+        self.columns = columns
+        self.on_bad_sample = data.on_bad_sample
+        if self._tokenizer is None:
+            self.train_tokenizer(text for rows in dataset.iter(batch_size=1024) for text in rows[columns["text"]])
+        return dataset
+
+    # ------------------------------------------------------------------ collation
+
+    def _check_row(self, row: dict[str, Any], position: int, roles: list[str]) -> str | None:
+        """What is wrong with ``row``, naming it and the column, or None."""
+        name = f"row {row[ROW_INDEX]}" if ROW_INDEX in row else f"batch position {position}"
+        for role in roles:
+            column = self.columns.get(role, role)
+            if column not in row:
+                return f"{name}: no column {column!r} ({role}); the row has {sorted(row)}"
+            value = row[column]
+            if role in _TEXT_ROLES:
+                if value is None:
+                    return f"{name}, column {column!r}: text is None (missing or empty cell)"
+                if not isinstance(value, str):
+                    return f"{name}, column {column!r}: text is a {type(value).__name__} ({value!r}), not a string"
+                if not value.strip():
+                    return f"{name}, column {column!r}: text is {'empty' if not value else 'whitespace only'}"
+            elif role == "label" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                return f"{name}, column {column!r}: label {value!r} is no class id (a non-negative int)"
+            elif role == "score" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+                return f"{name}, column {column!r}: score {value!r} is no number"
+        return None
+
+    def collate(self, rows: list[dict[str, Any]]) -> RawBatch:
+        roles = [role for role in self.columns if role in _TEXT_ROLES or role in ("label", "score")]
+        good, skipped = [], 0
+        for position, row in enumerate(rows):
+            problem = self._check_row(row, position, roles)
+            if problem is None:
+                good.append(row)
+            elif self.on_bad_sample == "skip":
+                skipped += 1
+                logger.debug("skipped bad sample: %s", problem)
+            else:
+                raise BadSampleError(problem)
+        text_roles = [role for role in roles if role in _TEXT_ROLES]
+        batch: RawBatch = {"skipped": skipped}
+        if not good:
+            for role in text_roles:
+                batch[_TEXT_ROLES[role] + "input_ids"] = torch.zeros(0, 0, dtype=torch.long)
+                batch[_TEXT_ROLES[role] + "attention_mask"] = torch.zeros(0, 0, dtype=torch.long)
+        else:
+            texts = [row[self.columns[role]] for role in text_roles for row in good]
+            encoded = self.tokenizer(
+                texts, padding="longest", truncation=True, max_length=self.config.max_length,
+                return_attention_mask=True, return_token_type_ids=False, return_tensors="pt",
+            )
+            for index, role in enumerate(text_roles):
+                rows_of_role = slice(index * len(good), (index + 1) * len(good))
+                batch[_TEXT_ROLES[role] + "input_ids"] = encoded["input_ids"][rows_of_role]
+                batch[_TEXT_ROLES[role] + "attention_mask"] = encoded["attention_mask"][rows_of_role]
+        if "label" in roles:
+            batch["labels"] = torch.tensor([row[self.columns["label"]] for row in good], dtype=torch.long)
+        if "score" in roles:
+            batch["scores"] = torch.tensor([float(row[self.columns["score"]]) for row in good], dtype=torch.float32)
+        return batch
+
+    # ------------------------------------------------------------------ views
+
+    def make_views(self, batch: RawBatch, request: ViewRequest, generator: torch.Generator) -> Views:
+        self.check_view_kind(request)
+        unknown = sorted(set(request.options) - _VIEW_OPTIONS[request.kind])
+        if unknown:
+            raise ValueError(
+                f"text view {request.kind!r} has no option(s) {unknown}; it takes {sorted(_VIEW_OPTIONS[request.kind])}"
+            )
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if request.kind in ("plain", "sequence"):
+            views: Views = {"inputs": inputs}
+        elif request.kind == "masked":
+            views = self._masked(inputs, request.options, generator)
+        else:
+            views = {"views": self._augmented(batch, inputs, request.options, generator)}
+        views["skipped"] = batch.get("skipped", 0)
+        for key in ("labels", "scores"):
+            if key in batch:
+                views[key] = batch[key]
+        return views
+
+    def _masked(self, inputs: dict[str, Tensor], options: dict[str, Any], generator: torch.Generator) -> Views:
+        config, tokenizer = self.config, self.tokenizer
+        if tokenizer.mask_token_id is None:
+            raise ValueError(f"the tokenizer {type(tokenizer).__name__} has no mask token: masked views need one")
+        tables = self._tables(inputs["input_ids"].device)
+        content = augment.content_mask(inputs["input_ids"], inputs["attention_mask"], tables["special"])
+        masked_ids, selected, targets = augment.mlm_mask(
+            inputs["input_ids"], content, generator,
+            mask_token_id=tokenizer.mask_token_id, replacement_ids=tables["ordinary"],
+            probability=options.get("mask_ratio", config.mlm_probability),
+            mask_fraction=config.mask_replace_probability, random_fraction=config.random_replace_probability,
+        )
+        return {
+            "inputs": {"input_ids": masked_ids, "attention_mask": inputs["attention_mask"]},
+            "mask": selected,
+            "targets": targets,
+            "vocab_size": len(tokenizer),
+        }
+
+    def _augmented(self, batch: RawBatch, inputs: dict[str, Tensor], options: dict[str, Any], generator: torch.Generator) -> list:
+        config = self.config
+        policy = options.get("policy", config.augment_policy)
+        if policy not in AUGMENT_POLICIES:
+            raise ValueError(f"text augmentation policy {policy!r} unknown; text policies: {list(AUGMENT_POLICIES)}")
+        if policy == "pair":
+            return self._pair_views(batch)
+        num_views = options.get("num_views", 2)
+        if policy == "dropout":
+            return [dict(inputs) for _ in range(num_views)]
+        ids, attention = inputs["input_ids"], inputs["attention_mask"]
+        tables = self._tables(ids.device)
+        content = augment.content_mask(ids, attention, tables["special"])
+        if policy == "cutoff":
+            return [
+                {"input_ids": ids, "attention_mask": augment.token_cutoff(
+                    attention, content, generator, ratio=options.get("cutoff_ratio", config.cutoff_ratio),
+                    mode=options.get("cutoff_mode", config.cutoff_mode))}
+                for _ in range(num_views)
+            ]
+        words = augment.word_index(ids, content, tables["word_starts"])
+        views = []
+        for _ in range(num_views):
+            if policy == "delete":
+                new_ids, new_attention = augment.delete_words(
+                    ids, attention, content, words, generator,
+                    probability=options.get("delete_probability", config.delete_probability),
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
+            else:  # swap
+                new_ids = augment.swap_words(ids, content, words, generator, swaps=options.get("swap_count", config.swap_count))
+                new_attention = attention
+            views.append({"input_ids": new_ids, "attention_mask": new_attention})
+        return views
+
+    def _pair_views(self, batch: RawBatch) -> list:
+        if "pair_input_ids" not in batch:
+            raise ValueError("the 'pair' policy needs a text_pair column (DataConfig.columns={'text_pair': ...})")
+        views = [
+            {"input_ids": batch[prefix + "input_ids"], "attention_mask": batch[prefix + "attention_mask"]}
+            for prefix in ("", "pair_", "negative_")
+            if prefix + "input_ids" in batch
+        ]
+        return views
+
+    # ------------------------------------------------------------------ encoders
+
+    def build_encoder(self, config: EncoderConfig) -> TextEncoder:
+        """A BERT/RoBERTa preset sized to the tokenizer, or pretrained weights from
+        ``config.name_or_path``. Pretrained weights bring their own tokenizer: with
+        ``tokenizer='train'`` the domain adopts the one saved beside them (a multissl checkpoint,
+        a Hub model), replacing any it trained, so collation and the weights agree.
+        ``encoder.processor`` is the tokenizer, saved beside the model."""
+        if config.name_or_path is not None and self.config.tokenizer == "train":
+            logger.info("text domain: using the tokenizer of %s (tokenizer='train' defers to pretrained weights)", config.name_or_path)
+            self._tokenizer = load_tokenizer(config.name_or_path)
+            self._token_tables.clear()
+        return build_text_encoder(config, self.tokenizer, max_length=self.config.max_length)
