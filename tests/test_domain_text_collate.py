@@ -85,8 +85,14 @@ def test_bad_rows_are_skipped_and_counted_under_skip(tokenizer_folder, tmp_path)
 
 def test_rows_without_the_mapped_key_are_named(tokenizer_folder):
     domain = TextDomain(TextConfig(tokenizer=str(tokenizer_folder)))
-    with pytest.raises(BadSampleError, match=r"batch position 1: no column 'text' \(text\); the row has \['sentence'\]"):
+    with pytest.raises(BadSampleError, match=r"batch position 1: no column 'text'; the row has \['sentence'\]"):
         domain.collate([{"text": GOOD[0]}, {"sentence": GOOD[1]}])
+
+
+def test_a_row_lacking_a_role_the_others_have_is_named(tokenizer_folder):
+    domain = TextDomain(TextConfig(tokenizer=str(tokenizer_folder)))
+    with pytest.raises(BadSampleError, match=r"row 8: no column 'label'; the row has \['row_index', 'text'\]"):
+        domain.collate([{"text": GOOD[0], "label": 1, "row_index": 7}, {"text": GOOD[1], "row_index": 8}])
 
 
 def test_csv_empty_cell_and_na_text(tokenizer_folder, tmp_path):

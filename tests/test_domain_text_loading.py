@@ -116,10 +116,10 @@ def test_agnews_tsv_keeps_quotes_and_encodes_string_labels(shared_data):
     rows = domain.load(DataConfig(path=str(path), columns={"text": "0", "label": "1"}))
     assert len(rows) == len(lines)
     names = sorted({fields[1] for fields in lines})
-    assert rows.features["1"].names == names
+    assert rows.features["label"].names == names
     quoted = next(i for i, fields in enumerate(lines) if '"' in fields[0])
-    assert rows[quoted]["0"] == lines[quoted][0]
-    assert rows[quoted]["1"] == names.index(lines[quoted][1])
+    assert rows[quoted]["text"] == lines[quoted][0]
+    assert rows[quoted]["label"] == names.index(lines[quoted][1])
     batch = domain.collate([rows[i] for i in range(quoted, quoted + 3)])
     assert batch["labels"].tolist() == [names.index(lines[i][1]) for i in range(quoted, quoted + 3)]
 
@@ -128,7 +128,7 @@ def test_string_labels_follow_label_names_and_reject_unknown_values(shared_data)
     path = str(shared_data / "text/agnews/dev_from_train.tsv")
     order = ["World", "Sports", "Business", "Sci/Tech"]
     rows, _ = prepare_rows(load_rows(DataConfig(path=path, format="tsv")), {"text": "0", "label": "1"}, label_names=order)
-    assert rows.features["1"].names == order
+    assert rows.features["label"].names == order
     with pytest.raises(ValueError, match=r"not in label_names"):
         prepare_rows(load_rows(DataConfig(path=path, format="tsv")), {"text": "0", "label": "1"}, label_names=order[:3])
 
@@ -216,7 +216,8 @@ def test_jsonl_csv_parquet_with_column_mapping(tmp_path):
     for name in ("pairs.jsonl", "pairs.parquet", "pairs.csv"):
         domain = TextDomain(FAST)
         rows = domain.load(DataConfig(path=str(tmp_path / name), columns=mapping))
-        assert rows["sentence"] == [r["sentence"] for r in records], name
+        assert rows.column_names == ["text", "text_pair", "hard_negative", "label", ROW_INDEX]
+        assert rows["text"] == [r["sentence"] for r in records], name
         batch = domain.collate([rows[i] for i in range(len(rows))])
         assert batch["labels"].tolist() == [r["y"] for r in records]
         assert batch["negative_input_ids"].shape == batch["pair_input_ids"].shape == batch["input_ids"].shape
@@ -230,3 +231,8 @@ def test_unknown_role_and_missing_column_are_named(tmp_path):
         TextDomain(FAST).load(DataConfig(path=str(tmp_path / "a.jsonl"), columns={"text": "body"}))
     with pytest.raises(ValueError, match=r"no text column"):
         TextDomain(FAST).load(DataConfig(path=str(tmp_path / "a.jsonl")))
+
+
+def test_missing_local_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no file .*missing.txt"):
+        TextDomain(FAST).load(DataConfig(path=str(tmp_path / "missing.txt")))

@@ -5,6 +5,7 @@ reproducibility from the engine's generator."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -85,6 +86,10 @@ def test_pair_policy_needs_pair_columns(domain_and_batch):
     paired = {**batch, "pair_input_ids": batch["input_ids"].flip(0), "pair_attention_mask": batch["attention_mask"].flip(0)}
     views = domain.make_views(paired, ViewRequest("augmented", {"policy": "pair"}), generator(0))["views"]
     assert len(views) == 2 and torch.equal(views[1]["input_ids"], batch["input_ids"].flip(0))
+    negatives = {**paired, "negative_input_ids": batch["input_ids"].roll(1, 0), "negative_attention_mask": batch["attention_mask"].roll(1, 0)}
+    views = domain.make_views(negatives, ViewRequest("augmented", {"policy": "pair"}), generator(0))["views"]
+    assert len(views) == 3 and torch.equal(views[0]["input_ids"], batch["input_ids"])
+    assert torch.equal(views[2]["attention_mask"], batch["attention_mask"].roll(1, 0))
 
 
 # ------------------------------------------------------------------ masked language modelling
@@ -234,6 +239,17 @@ def test_requests_the_text_domain_cannot_serve_are_named(domain_and_batch):
         domain.make_views(batch, ViewRequest("augmented", {"local_views": 2}), generator(0))
     with pytest.raises(ValueError, match="policy 'simclr' unknown"):
         domain.make_views(batch, ViewRequest("augmented", {"policy": "simclr"}), generator(0))
+
+
+def test_bad_num_views_and_pickled_domain(domain_and_batch):
+    domain, batch = domain_and_batch
+    with pytest.raises(ValueError, match="num_views must be a positive int"):
+        domain.make_views(batch, ViewRequest("augmented", {"policy": "cutoff", "num_views": 0}), generator(0))
+    domain.make_views(batch, ViewRequest("masked"), generator(0))  # fills the token tables
+    copy = pickle.loads(pickle.dumps(domain))  # what a spawned DataLoader worker receives
+    assert copy._token_tables == {}
+    rows = [{"text": "a dog runs"}, {"text": "two men talk"}]
+    assert torch.equal(copy.collate(rows)["input_ids"], domain.collate(rows)["input_ids"])
 
 
 def test_views_run_on_the_batch_device(domain_and_batch):

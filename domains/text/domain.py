@@ -12,7 +12,7 @@ from domains.base import BadSampleError, DataConfig, Domain, EncoderConfig, RawB
 from domains.text import augment
 from domains.text.config import AUGMENT_POLICIES, TextConfig
 from domains.text.encoders import TextEncoder, build_text_encoder
-from domains.text.loading import ROW_INDEX, default_columns, infer_format, load_rows, prepare_rows
+from domains.text.loading import ROW_INDEX, TEXT_ROLES, default_columns, infer_format, load_rows, prepare_rows
 from domains.text.tokenizer import load_tokenizer, train_sentencepiece_tokenizer, word_start_table
 from multissl.views import ViewRequest
 
@@ -20,8 +20,8 @@ __all__ = ["TextDomain"]
 
 logger = logging.getLogger(__name__)
 
-#: role -> key prefix of its token tensors in a collated batch
-_TEXT_ROLES = {"text": "", "text_pair": "pair_", "hard_negative": "negative_"}
+#: text role -> key prefix of its token tensors in a collated batch
+_TOKEN_PREFIX = {"text": "", "text_pair": "pair_", "hard_negative": "negative_"}
 #: options each view kind accepts in its request (anything else is an error naming it)
 _VIEW_OPTIONS = {
     "plain": set(),
@@ -66,11 +66,17 @@ class TextDomain(Domain):
 
     def __init__(self, config: TextConfig | None = None) -> None:
         super().__init__(config)
-        self.columns: dict[str, str] = {"text": "text"}
         self.on_bad_sample = "error"
         self.load_stats: dict[str, Any] = {}
         self._tokenizer = None if self.config.tokenizer == "train" else load_tokenizer(self.config.tokenizer)
         self._token_tables: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers receive a pickled domain: leave out the token tables, which may sit on
+        # the training device (a worker must never initialise CUDA); they are rebuilt on first use
+        state = dict(self.__dict__)
+        state["_token_tables"] = {}
+        return state
 
     # ------------------------------------------------------------------ tokenizer
 
@@ -111,9 +117,13 @@ class TextDomain(Domain):
     # ------------------------------------------------------------------ loading
 
     def load(self, data: DataConfig):
-        """Rows of ``data`` (see ``domains.text.loading``) with a ``row_index`` column; remembers
-        the column mapping and ``on_bad_sample`` for ``collate``, trains the tokenizer when
-        ``tokenizer='train'``, and sets ``load_stats`` ({"rows", "blank_lines_skipped"})."""
+        """Rows of ``data`` (see ``domains.text.loading``): the mapped columns under their role
+        names ("text", "text_pair", "hard_negative", "label", "score") and ``row_index``.
+        Remembers ``on_bad_sample`` for ``collate``, trains the tokenizer when
+        ``tokenizer='train'`` and none is set yet, and sets ``load_stats`` ({"rows",
+        "blank_lines_skipped"})."""
+        if data.on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {data.on_bad_sample!r}")
         fmt = data.format or infer_format(data.path)
         dataset = load_rows(data, tsv_header=self.config.tsv_header)
         columns = {**default_columns(fmt, list(dataset.column_names or [])), **data.columns}
@@ -121,37 +131,38 @@ class TextDomain(Domain):
             dataset, columns, plain_text=_is_plain_text(dataset, fmt), blank_lines=self.config.blank_lines,
             label_names=self.config.label_names, limit=data.limit, source=f"{data.path} [{data.split}]",
         )
-        self.columns = columns
         self.on_bad_sample = data.on_bad_sample
         if self._tokenizer is None:
-            self.train_tokenizer(text for rows in dataset.iter(batch_size=1024) for text in rows[columns["text"]])
+            self.train_tokenizer(text for rows in dataset.iter(batch_size=1024) for text in rows["text"])
         return dataset
 
     # ------------------------------------------------------------------ collation
 
-    def _check_row(self, row: dict[str, Any], position: int, roles: list[str]) -> str | None:
+    @staticmethod
+    def _check_row(row: dict[str, Any], position: int, roles: list[str]) -> str | None:
         """What is wrong with ``row``, naming it and the column, or None."""
         name = f"row {row[ROW_INDEX]}" if ROW_INDEX in row else f"batch position {position}"
         for role in roles:
-            column = self.columns.get(role, role)
-            if column not in row:
-                return f"{name}: no column {column!r} ({role}); the row has {sorted(row)}"
-            value = row[column]
-            if role in _TEXT_ROLES:
+            if role not in row:
+                return f"{name}: no column {role!r}; the row has {sorted(row)}"
+            value = row[role]
+            if role in _TOKEN_PREFIX:
                 if value is None:
-                    return f"{name}, column {column!r}: text is None (missing or empty cell)"
+                    return f"{name}, column {role!r}: text is None (missing or empty cell)"
                 if not isinstance(value, str):
-                    return f"{name}, column {column!r}: text is a {type(value).__name__} ({value!r}), not a string"
+                    return f"{name}, column {role!r}: text is a {type(value).__name__} ({value!r}), not a string"
                 if not value.strip():
-                    return f"{name}, column {column!r}: text is {'empty' if not value else 'whitespace only'}"
+                    return f"{name}, column {role!r}: text is {'empty' if not value else 'whitespace only'}"
             elif role == "label" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                return f"{name}, column {column!r}: label {value!r} is no class id (a non-negative int)"
+                return f"{name}, column {role!r}: label {value!r} is no class id (a non-negative int)"
             elif role == "score" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
-                return f"{name}, column {column!r}: score {value!r} is no number"
+                return f"{name}, column {role!r}: score {value!r} is no number"
         return None
 
     def collate(self, rows: list[dict[str, Any]]) -> RawBatch:
-        roles = [role for role in self.columns if role in _TEXT_ROLES or role in ("label", "score")]
+        """Rows with role-named keys (as ``load`` prepares them) -> token tensors; see the class doc."""
+        present = {key for row in rows for key in row}
+        roles = [role for role in TEXT_ROLES if role == "text" or role in present]
         good, skipped = [], 0
         for position, row in enumerate(rows):
             problem = self._check_row(row, position, roles)
@@ -162,26 +173,26 @@ class TextDomain(Domain):
                 logger.debug("skipped bad sample: %s", problem)
             else:
                 raise BadSampleError(problem)
-        text_roles = [role for role in roles if role in _TEXT_ROLES]
+        text_roles = [role for role in roles if role in _TOKEN_PREFIX]
         batch: RawBatch = {"skipped": skipped}
         if not good:
             for role in text_roles:
-                batch[_TEXT_ROLES[role] + "input_ids"] = torch.zeros(0, 0, dtype=torch.long)
-                batch[_TEXT_ROLES[role] + "attention_mask"] = torch.zeros(0, 0, dtype=torch.long)
+                batch[_TOKEN_PREFIX[role] + "input_ids"] = torch.zeros(0, 0, dtype=torch.long)
+                batch[_TOKEN_PREFIX[role] + "attention_mask"] = torch.zeros(0, 0, dtype=torch.long)
         else:
-            texts = [row[self.columns[role]] for role in text_roles for row in good]
+            texts = [row[role] for role in text_roles for row in good]
             encoded = self.tokenizer(
                 texts, padding="longest", truncation=True, max_length=self.config.max_length,
                 return_attention_mask=True, return_token_type_ids=False, return_tensors="pt",
             )
             for index, role in enumerate(text_roles):
                 rows_of_role = slice(index * len(good), (index + 1) * len(good))
-                batch[_TEXT_ROLES[role] + "input_ids"] = encoded["input_ids"][rows_of_role]
-                batch[_TEXT_ROLES[role] + "attention_mask"] = encoded["attention_mask"][rows_of_role]
+                batch[_TOKEN_PREFIX[role] + "input_ids"] = encoded["input_ids"][rows_of_role]
+                batch[_TOKEN_PREFIX[role] + "attention_mask"] = encoded["attention_mask"][rows_of_role]
         if "label" in roles:
-            batch["labels"] = torch.tensor([row[self.columns["label"]] for row in good], dtype=torch.long)
+            batch["labels"] = torch.tensor([row["label"] for row in good], dtype=torch.long)
         if "score" in roles:
-            batch["scores"] = torch.tensor([float(row[self.columns["score"]]) for row in good], dtype=torch.float32)
+            batch["scores"] = torch.tensor([float(row["score"]) for row in good], dtype=torch.float32)
         return batch
 
     # ------------------------------------------------------------------ views
@@ -233,6 +244,8 @@ class TextDomain(Domain):
         if policy == "pair":
             return self._pair_views(batch)
         num_views = options.get("num_views", 2)
+        if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
+            raise ValueError(f"num_views must be a positive int, got {num_views!r}")
         if policy == "dropout":
             return [dict(inputs) for _ in range(num_views)]
         ids, attention = inputs["input_ids"], inputs["attention_mask"]

@@ -1,13 +1,14 @@
 """Rows for the text domain.
 
 ``load_rows`` reads any table ``datasets`` reads (plain text one example per line, csv, tsv, json
-lines, parquet, a folder of them, or a Hub id), and ``prepare_rows`` checks the role -> column
-mapping, numbers the rows so errors can name them, applies the blank-line policy of plain text
-and encodes string labels. Two benchmark layouts that no ``datasets`` builder parses as they are
+lines, parquet, a folder of them, or a Hub id), and ``prepare_rows`` keeps the mapped columns
+under their role names, numbers the rows so errors can name them, applies the blank-line policy
+of plain text and encodes string labels. Two benchmark layouts that no ``datasets`` builder parses as they are
 get their own documented readers: :func:`load_stsb` (STS Benchmark) and :func:`load_senteval`
 (the SentEval transfer tasks).
 
-Roles a text dataset may map (``DataConfig.columns``, role -> column):
+Roles a text dataset may map (``DataConfig.columns``, role -> column; prepared rows carry them
+under the role names):
     text           the sentence (required)
     text_pair      its positive partner (supervised SimCSE, STS pairs, MRPC)
     hard_negative  a hard negative for ``text`` (supervised SimCSE, Gao et al. 2021)
@@ -66,9 +67,8 @@ def infer_format(path: str) -> str | None:
         return "senteval" if _senteval_task_of_folder(local) is not None else None
     if local.is_file() and re.fullmatch(r"sts-\w+\.csv", local.name):
         return "stsb"
-    if local.is_file() or glob.has_magic(path):
-        return _FORMAT_OF_SUFFIX.get(Path(path).suffix.lower())
-    return None
+    # a file name with a known suffix is local even when missing (load_rows then says so)
+    return _FORMAT_OF_SUFFIX.get(local.suffix.lower())
 
 
 def load_rows(data: DataConfig, *, tsv_header: bool = False) -> datasets.Dataset | datasets.IterableDataset:
@@ -127,9 +127,10 @@ def prepare_rows(
     limit: int | None = None,
     source: str = "",
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, dict[str, Any]]:
-    """Check the mapping, number the rows (``row_index``), drop blank lines of plain text,
-    encode string labels, keep the first ``limit`` rows. Returns the rows and the load statistics
-    {"rows", "blank_lines_skipped"} (None where a stream cannot know them yet)."""
+    """Keep the mapped columns under their role names (plus ``row_index``, the row's position in
+    the split, which errors name), drop blank lines of plain text, encode string labels, keep
+    the first ``limit`` rows. Returns the rows and the load statistics {"rows",
+    "blank_lines_skipped"} (None where a stream cannot know them yet)."""
     unknown = sorted(set(columns) - set(TEXT_ROLES))
     if unknown:
         raise ValueError(f"unknown text role(s) {unknown} in columns; roles: {list(TEXT_ROLES)}")
@@ -140,19 +141,25 @@ def prepare_rows(
             raise ValueError(f"{source}: column(s) {missing} not found; the data has columns {available}")
     if "text" not in columns:
         raise ValueError(f"{source}: no text column; map one with columns={{'text': ...}} (columns: {available})")
+    if len(set(columns.values())) < len(columns):
+        raise ValueError(f"{source}: one column mapped to several roles: {columns}")
     streaming = isinstance(dataset, datasets.IterableDataset)
 
-    if ROW_INDEX not in (available or []):
-        if streaming:
-            dataset = dataset.map(lambda _row, index: {ROW_INDEX: index}, with_indices=True)
-        else:
-            dataset = dataset.add_column(ROW_INDEX, np.arange(len(dataset)))
+    if available is not None and ROW_INDEX in available:
+        pass  # numbered upstream: keep that numbering
+    elif streaming:
+        dataset = dataset.map(lambda _row, index: {ROW_INDEX: index}, with_indices=True)
+    else:
+        dataset = dataset.add_column(ROW_INDEX, np.arange(len(dataset)))
+    if available is not None:
+        dataset = dataset.select_columns([*columns.values(), ROW_INDEX])
+    dataset = dataset.rename_columns({column: role for role, column in columns.items() if column != role})
 
     stats: dict[str, Any] = {"blank_lines_skipped": 0}
     if plain_text:
-        dataset, stats["blank_lines_skipped"] = _apply_blank_line_policy(dataset, columns["text"], blank_lines, source)
+        dataset, stats["blank_lines_skipped"] = _apply_blank_line_policy(dataset, "text", blank_lines, source)
     if "label" in columns:
-        dataset = _encode_string_labels(dataset, columns["label"], label_names, source)
+        dataset = _encode_string_labels(dataset, "label", label_names, source)
     if limit is not None:
         dataset = dataset.take(limit) if streaming else dataset.select(range(min(limit, len(dataset))))
     stats["rows"] = None if streaming else len(dataset)
