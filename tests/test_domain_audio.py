@@ -515,3 +515,12 @@ def test_streaming_tables_need_fixed_class_names(fsdd: Path, tmp_path: Path):
     assert [Path(r["audio"]["path"]).name for r in streamed] == ["0_george_1.wav", "0_george_10.wav"]
     batch = domain.collate(streamed)
     assert batch["speakers"].tolist() == [1, 1] and batch["labels"].tolist() == [0, 0]
+
+
+def test_dropout_policy_gives_identical_copies_of_one_crop():
+    domain = AudioDomain(AudioConfig(crop_seconds=0.25))
+    views = domain.make_views(batch_of(clips([8000, 3000])), ViewRequest("augmented", {"policy": "dropout", "num_views": 3}), generator())["views"]
+    assert len(views) == 3 and views[0] is not views[1]
+    for view in views[1:]:
+        assert torch.equal(view["input_values"], views[0]["input_values"])
+    assert views[0]["attention_mask"].sum(dim=1).tolist() == [4000, 3000]

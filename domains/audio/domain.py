@@ -26,6 +26,12 @@ Views (``make_views``; every kind also carries "skipped" and, when present, "lab
     masked     {"inputs" (+ "mask_time_indices"), "mask": Bool[B, T], "targets": Float[B, T, n_mels]}
     sequence   {"inputs", "frame_mask": Bool[B, T]}         one ordered crop per clip (CPC)
 
+Options: augmented: ``num_views`` (2), ``crop_seconds``, ``policy`` ("default"; "simclr" and
+"byol" mean the same, audio has one policy and the image-only blur/solarize asymmetry has no
+audio counterpart; "dropout": ``num_views`` copies of one crop, for SimCSE-style dropout noise).
+masked: ``mask_ratio``, ``mask_span``. sequence: ``crop_seconds``, ``prediction_steps`` (an error
+when the crops give too few frames to predict that far). Unknown options are errors.
+
 ``T`` is the encoder's frame count (``frame_geometry``, known once ``build_encoder`` ran). Masked
 targets are the clip's log-mel frames (n_mels bands, normalised per clip and band over its valid
 frames), averaged onto the encoder's frames: regression targets in the spirit of data2vec /
@@ -223,7 +229,8 @@ class AudioDomain(Domain):
         crop_length = config.seconds_to_samples(float(options.get("crop_seconds", config.crop_seconds)))
         if policy == "dropout":  # SimCSE: identical copies, the encoder's dropout makes them differ
             crops, crop_lengths = random_crop(waveforms, lengths, crop_length, generator)
-            return {"views": [self.inputs(crops, crop_lengths)] * num_views}
+            inputs = self.inputs(crops, crop_lengths)
+            return {"views": [dict(inputs) for _ in range(num_views)]}
         views = []
         for _ in range(num_views):  # a loop over views; every op inside is batched over rows
             crops, crop_lengths = random_crop(waveforms, lengths, crop_length, generator)

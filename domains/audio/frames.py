@@ -66,7 +66,7 @@ class FrameGeometry:
 
     def centers(self, num_frames: int, device: torch.device | None = None) -> Tensor:
         """Float[num_frames]: centre of each frame, in samples."""
-        return torch.arange(num_frames, device=device, dtype=torch.float64) * self.stride + (self.receptive_field - 1) / 2
+        return torch.arange(num_frames, device=device, dtype=torch.float32) * self.stride + (self.receptive_field - 1) / 2
 
 
 def _nearest_source_frame(source: FrameGeometry, target: FrameGeometry, num_source: int, num_target: int, device) -> Tensor:

@@ -111,10 +111,10 @@ def _folder_rows(path: str, data: DataConfig, config: AudioConfig):
 def _table_rows(path: str, format_name: str, data: DataConfig):
     import datasets
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"data_dir": path} if os.path.isdir(path) else {"data_files": path}
     if path.lower().endswith(".tsv"):
         options["delimiter"] = "\t"
-    return datasets.load_dataset(format_name, data_files=path, split=data.split, streaming=data.streaming, **options)
+    return datasets.load_dataset(format_name, split=data.split, streaming=data.streaming, **options)
 
 
 def read_frame_labels(path: str | os.PathLike) -> dict[str, list[int]]:
