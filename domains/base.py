@@ -102,6 +102,9 @@ class Domain(abc.ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    #: column roles this domain reads from ``DataConfig.columns`` (e.g. "image", "label"); when
+    #: several domains read one dataset, each gets only its own roles
+    roles: ClassVar[tuple[str, ...]]
     #: view kinds this domain implements (``make_views`` raises for the others, naming them)
     view_kinds: ClassVar[tuple[str, ...]]
 

@@ -109,6 +109,8 @@ class TrainConfig:
     batch); use more processes or GradCache for that."""
 
     batch_size: int = 256
+    global_batchnorm: bool = False
+    find_unused_parameters: bool = False
     max_steps: int | None = None
     epochs: float | None = None
     precision: Literal["no", "bf16", "fp16"] = "no"

@@ -62,6 +62,7 @@ class TextDomain(Domain):
 
     name = "text"
     config_class = TextConfig
+    roles = TEXT_ROLES
     view_kinds = ("plain", "augmented", "masked", "sequence")
 
     def __init__(self, config: TextConfig | None = None) -> None:

@@ -1,0 +1,49 @@
+"""SimCLR: a simple framework for contrastive learning of visual representations.
+
+Chen, Kornblith, Norouzi, Hinton 2020 ("SimCLR", Algorithm 1), with the deeper projection head of
+Chen, Kornblith, Swersky, Norouzi, Hinton 2020 ("SimCLRv2": 3 layers, fine-tune from the middle).
+Works on any domain that makes ``augmented`` views.
+
+    x -> two augmented views -> encoder f -> h (pooled) -> head g -> z -> nt_xent(z1, z2)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from multissl.features import Encoder
+from multissl.losses import nt_xent
+from multissl.modules import ProjectionHead
+from multissl.objectives.base import Objective, ObjectiveOutput, encode_views
+from multissl.views import ViewRequest
+
+
+class SimCLR(Objective):
+    name = "simclr"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        projection_dim: int = 128,
+        hidden_dim: int | None = None,
+        head_layers: int = 2,
+        temperature: float = 0.5,
+        policy: str = "simclr",
+    ) -> None:
+        """head_layers=2 is SimCLR's head, 3 SimCLRv2's; hidden_dim defaults to the encoder width."""
+        super().__init__()
+        self.encoder = encoder
+        self.head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=head_layers)
+        self.temperature = temperature
+        self.policy = policy
+
+    def view_requests(self) -> tuple[ViewRequest, ...]:
+        return (ViewRequest("augmented", {"num_views": 2, "policy": self.policy}),)
+
+    def forward(self, views) -> ObjectiveOutput:
+        first, second = encode_views(self.encoder, views["views"][:2])
+        # one head call on both views, so its batch norm sees them together (as the reference)
+        z1, z2 = self.head(torch.cat([first.pooled, second.pooled])).chunk(2)
+        loss = nt_xent(z1, z2, temperature=self.temperature)
+        return ObjectiveOutput(loss=loss, logs={"temperature": self.temperature}, embeddings=(z1, z2))

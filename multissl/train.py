@@ -1,0 +1,449 @@
+"""The one training loop: every method, any domain, one CPU to many GPUs, from a recipe.
+
+    multissl train RECIPE [key=value ...]
+    accelerate launch [accelerate flags] -m multissl.train RECIPE [key=value ...]
+
+Both run :func:`train`. Accelerate owns devices, processes and mixed precision; the loop owns the
+order of things in one step::
+
+    rows -> domain.collate (DataLoader) -> domain.make_views (on device, seeded by seed/step/rank)
+         -> objectives (weighted sum; loss math in fp32) -> NaN guard -> backward -> clip -> step
+         -> EMA/queue updates (objective.on_step_end) -> logs, health, checkpoint
+
+Exact resume: the checkpoint holds every parameter and persistent buffer of every objective
+(queues, EMA teachers, temperatures), the optimiser, the schedule, each process's RNG and the
+data position (epoch, batches consumed); views are drawn from a generator seeded by
+(seed, step, rank), and the sampler is reseeded per epoch, so a resumed run replays exactly what
+an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from domains import build_domain
+from domains.base import DataConfig, Domain
+from multissl.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+from multissl.config import Recipe, RecipeError, load_recipe, recipe_to_dict
+from multissl.features import Encoder
+from multissl.objectives import build_objective
+from multissl.modules import convert_to_global_batchnorm
+from multissl.objectives.base import Objective
+from multissl.optim import build_optimizer, parameter_groups, warmup_cosine_scheduler
+from multissl.telemetry import JsonlLog, health, to_float
+
+__all__ = ["NonFiniteLossError", "RunResult", "SSLModel", "build_run", "train", "main"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the message names the step. Checkpoints already written stay."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    encoder_dirs: dict[str, Path]
+    losses: list[float] = field(default_factory=list)
+    skipped_samples: int = 0
+    seconds: float = 0.0
+
+
+class SSLModel(nn.Module):
+    """All objectives of a run behind one ``forward``, so DDP sees one module and shared encoders
+    (several objectives on one domain) hold their parameters once."""
+
+    def __init__(self, objectives: dict[str, Objective], weights: dict[str, float], encoders: dict[str, Encoder]):
+        super().__init__()
+        self.objectives = nn.ModuleDict(objectives)
+        self.weights = dict(weights)
+        # encoders are reachable through the objectives; kept here by name for saving only
+        self._encoders = encoders
+
+    @property
+    def encoders(self) -> dict[str, Encoder]:
+        return self._encoders
+
+    def forward(self, views: dict[str, tuple[dict[str, Any], ...]]):
+        total: Tensor | None = None
+        logs: dict[str, Any] = {}
+        embeddings = None
+        single = len(self.objectives) == 1
+        for name, objective in self.objectives.items():
+            out = objective(*views[name])
+            loss = out.loss.float()
+            total = loss * self.weights[name] if total is None else total + loss * self.weights[name]
+            prefix = "" if single else f"{name}/"
+            if not single:
+                logs[f"loss/{name}"] = loss.detach()
+            logs.update({f"{prefix}{k}": v for k, v in out.logs.items()})
+            if embeddings is None and out.embeddings is not None:
+                embeddings = out.embeddings
+        assert total is not None
+        return total, logs, embeddings
+
+
+class StepState:
+    """The data position, checkpointed with the rest (``register_for_checkpointing``)."""
+
+    def __init__(self) -> None:
+        self.step = 0  # optimiser steps done
+        self.epoch = 0
+        self.batches_in_epoch = 0  # micro batches consumed in the current epoch
+        self.skipped = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, int(value))
+
+
+class AlignedRows(torch.utils.data.Dataset):
+    """Row i of every domain's dataset, as {domain key: row}: the rows one step collates.
+
+    Every domain reads its own columns of the same data (``Domain.roles`` picks them from
+    ``data.columns``), so row i of each describes the same example; lengths must agree.
+    """
+
+    def __init__(self, datasets: dict[str, Any]) -> None:
+        lengths = {name: len(ds) for name, ds in datasets.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"the domains read different numbers of rows {lengths}; rows would not line up")
+        self.datasets = datasets
+        self.length = next(iter(lengths.values()))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {name: ds[index] for name, ds in self.datasets.items()}
+
+
+class MultiDomainCollate:
+    """Collate a list of {domain key: row} with every domain of the run: {domain key: RawBatch}."""
+
+    def __init__(self, domains: dict[str, Domain]) -> None:
+        self.domains = domains
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batches = {name: domain.collate([row[name] for row in rows]) for name, domain in self.domains.items()}
+        if len(batches) > 1:
+            skipped = {name: int(batch.get("skipped", 0)) for name, batch in batches.items()}
+            if any(skipped.values()):
+                raise ValueError(
+                    f"bad samples were skipped by some domains {skipped}: with several domains on one "
+                    "dataset the rows would no longer line up; clean the data or use on_bad_sample: error"
+                )
+        return batches
+
+
+def _domain_data(data: DataConfig, domain: Domain) -> DataConfig:
+    """The run's data seen by one domain: only the column roles it reads."""
+    roles = getattr(domain, "roles", None)
+    if roles is None:
+        return data
+    return dataclasses.replace(data, columns={r: c for r, c in data.columns.items() if r in roles})
+
+
+def build_run(recipe: Recipe) -> tuple[dict[str, Domain], Any, dict[str, Encoder], SSLModel]:
+    """Domains, the aligned dataset, the encoders, and every objective around them.
+
+    Data is loaded before encoders are built: a domain may learn from it what its encoder needs
+    (a tokenizer trained on the corpus sets the vocabulary size).
+    """
+    domains = {name: build_domain(spec.type or name, spec.options) for name, spec in recipe.domains.items()}
+    loaded = {name: domain.load(_domain_data(recipe.data, domain)) for name, domain in domains.items()}
+    dataset = AlignedRows(loaded) if not recipe.data.streaming else _zip_streams(loaded)
+    encoders = {name: domains[name].build_encoder(spec.encoder) for name, spec in recipe.domains.items()}
+    objectives, weights = {}, {}
+    for index, spec in enumerate(recipe.objectives):
+        key = spec.name if spec.name not in objectives else f"{spec.name}_{index}"
+        objectives[key] = build_objective(spec.name, [encoders[d] for d in spec.domains], spec.options)
+        weights[key] = spec.weight
+    return domains, dataset, encoders, SSLModel(objectives, weights, encoders)
+
+
+class _ZippedStreams(torch.utils.data.IterableDataset):
+    def __init__(self, streams: dict[str, Any]) -> None:
+        self.streams = streams
+
+    def __iter__(self):
+        names = list(self.streams)
+        for rows in zip(*(self.streams[n] for n in names)):
+            yield dict(zip(names, rows))
+
+
+def _zip_streams(streams: dict[str, Any]) -> torch.utils.data.IterableDataset:
+    return _ZippedStreams(streams)
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _move(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_move(v, device) for v in value]
+    return value
+
+
+def _view_generator(device: torch.device, seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step * 9_973 + rank * 131 + micro) % (2**63 - 1))
+    return generator
+
+
+def _total_steps(recipe: Recipe, loader: DataLoader) -> int:
+    if recipe.train.max_steps is not None:
+        return recipe.train.max_steps
+    try:
+        per_epoch = len(loader) // recipe.train.gradient_accumulation
+    except TypeError as error:
+        raise RecipeError("train.epochs needs a dataset with a length; set train.max_steps for streaming data") from error
+    return max(1, math.ceil(recipe.train.epochs * per_epoch))
+
+
+def _scaled_lr(recipe: Recipe, world_size: int) -> float:
+    opt = recipe.optimizer
+    global_batch = recipe.train.batch_size * world_size * recipe.train.gradient_accumulation
+    factor = {"none": 1.0, "linear": global_batch / opt.lr_reference_batch,
+              "sqrt": math.sqrt(global_batch / opt.lr_reference_batch)}[opt.lr_scaling]
+    return opt.lr * factor
+
+
+def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelerator | None = None) -> RunResult:
+    """Run a recipe to its end (or resume it); returns where its encoders were saved."""
+    started = time.time()
+    run_dir = Path(recipe.output_dir)
+    tc = recipe.train
+    if accelerator is None:
+        accelerator = Accelerator(
+            mixed_precision=tc.precision,
+            gradient_accumulation_steps=tc.gradient_accumulation,
+            log_with=recipe.logging.trackers or None,
+            project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)],
+        )
+    set_seed(tc.seed)
+    resume_from = _resume_target(recipe, run_dir, recipe_source)
+
+    domains, dataset, encoders, model = build_run(recipe)
+    if tc.global_batchnorm:
+        convert_to_global_batchnorm(model)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = DataLoader(
+        dataset,
+        batch_size=tc.batch_size,
+        shuffle=not recipe.data.streaming,
+        drop_last=tc.drop_last,
+        num_workers=tc.num_workers,
+        collate_fn=MultiDomainCollate(domains),
+        generator=torch.Generator().manual_seed(tc.seed),
+        persistent_workers=tc.num_workers > 0,
+    )
+
+    lr = _scaled_lr(recipe, accelerator.num_processes)
+    optimizer = build_optimizer(
+        recipe.optimizer.name, parameter_groups(model, recipe.optimizer.weight_decay), lr=lr,
+        weight_decay=recipe.optimizer.weight_decay, momentum=recipe.optimizer.momentum, betas=recipe.optimizer.betas,
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    total_steps = _total_steps(recipe, loader)
+    warmup = recipe.schedule.warmup
+    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps, min(warmup_steps, total_steps),
+                                        final_lr_ratio=recipe.schedule.final_lr_fraction)
+    accelerator.register_for_checkpointing(scheduler)
+    state = StepState()
+    accelerator.register_for_checkpointing(state)
+    if tc.compile:
+        model = torch.compile(model)
+
+    if resume_from is not None:
+        accelerator.print(f"resuming from {resume_from}")
+        accelerator.load_state(str(resume_from))
+
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    if recipe.logging.trackers:
+        accelerator.init_trackers("multissl", config=_flat_config(recipe))
+    log = JsonlLog(run_dir / "log.jsonl", accelerator.is_main_process)
+
+    unwrapped: SSLModel = accelerator.unwrap_model(model)
+    requests = {name: objective.view_requests() for name, objective in unwrapped.objectives.items()}
+    domains_of = {key: spec.domains for key, spec in zip(unwrapped.objectives, recipe.objectives)}
+    progress = _progress(accelerator, recipe, total_steps, state.step)
+    losses: list[float] = []
+    micro = 0
+
+    model.train()
+    while state.step < total_steps:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(state.epoch)
+        batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        for raw in batches:
+            state.batches_in_epoch += 1
+            raw = _move(raw, accelerator.device)
+            state.skipped += int(sum(int(b.get("skipped", 0)) for b in raw.values()))
+            generator = _view_generator(accelerator.device, tc.seed, state.step, accelerator.process_index, micro)
+            views = {
+                key: tuple(domains[d].make_views(raw[d], request, generator) for d, request in zip(domains_of[key], reqs))
+                for key, reqs in requests.items()
+            }
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss, logs, embeddings = model(views)
+                _guard_finite(accelerator, loss, state.step + 1, logs)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc.grad_clip is not None:
+                    logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                scheduler.step() if accelerator.sync_gradients else None
+                optimizer.zero_grad(set_to_none=True)
+            micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            micro = 0
+            state.step += 1
+            for objective in unwrapped.objectives.values():
+                objective.on_step_end(state.step, total_steps)
+            losses.append(to_float(loss))
+            _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            if state.step % recipe.checkpoint.every == 0 or state.step == total_steps:
+                save_checkpoint(accelerator, run_dir, state.step, recipe.checkpoint.keep)
+            if state.step >= total_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+            continue
+        break
+
+    if progress is not None:
+        progress.close()
+    encoder_dirs = _save_encoders(accelerator, unwrapped, run_dir)
+    accelerator.end_training()
+    return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
+
+
+def _resume_target(recipe: Recipe, run_dir: Path, source: str) -> Path | None:
+    resume = recipe.checkpoint.resume
+    if resume is None:
+        if list_checkpoints(run_dir):
+            raise RecipeError(
+                f"{source}: {run_dir} already holds checkpoints and checkpoint.resume is null; "
+                "use checkpoint.resume=auto to continue, or another output_dir"
+            )
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(resume)
+    if not path.is_dir():
+        raise RecipeError(f"{source}: key 'checkpoint.resume' names {resume!r}, which is not a checkpoint folder")
+    return path
+
+
+def _guard_finite(accelerator: Accelerator, loss: Tensor, step: int, logs: dict[str, Any]) -> None:
+    """Stop every process together, before the update, when any process's loss is not finite."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item() > 0:
+        parts = {k: round(to_float(v), 6) for k, v in logs.items()}
+        raise NonFiniteLossError(
+            f"loss is {to_float(loss)} at step {step} (logs: {parts}); no update was applied and the "
+            "last complete checkpoint is intact: lower the learning rate, check the data, or use bf16/fp32"
+        )
+
+
+def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler) -> None:
+    every, health_every = recipe.logging.every, recipe.logging.health_every
+    if state.step % every and state.step % health_every:
+        return
+    record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "loss": accelerator.reduce(loss.detach(), "mean")}
+    record["lr"] = scheduler.get_last_lr()[0]
+    record.update({k: v for k, v in logs.items()})
+    record["skipped_samples"] = state.skipped
+    if embeddings is not None and state.step % health_every == 0:
+        record.update(health(*embeddings))
+    scalars = {k: to_float(v) for k, v in record.items() if k != "step"}
+    accelerator.log(scalars, step=state.step)
+    log.write({"step": state.step, **scalars})
+
+
+def _save_encoders(accelerator: Accelerator, model: SSLModel, run_dir: Path) -> dict[str, Path]:
+    folders = {name: run_dir / "encoders" / name for name in model.encoders}
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name, encoder in model.encoders.items():
+            encoder.save_pretrained(str(folders[name]))
+    accelerator.wait_for_everyone()
+    return folders
+
+
+def _flat_config(recipe: Recipe) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (int, float, str, bool)):
+            flat[prefix] = value
+        else:
+            flat[prefix] = str(value)
+
+    walk("", recipe_to_dict(recipe))
+    return flat
+
+
+def _progress(accelerator: Accelerator, recipe: Recipe, total: int, done: int):
+    if not (recipe.logging.progress_bar and accelerator.is_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="train", dynamic_ncols=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m multissl.train RECIPE [key=value ...]`` (also what ``accelerate launch`` runs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    recipe_path, overrides = argv[0], argv[1:]
+    try:
+        recipe = load_recipe(recipe_path, overrides)
+    except RecipeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = train(recipe, recipe_path)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for name, folder in result.encoder_dirs.items():
+            print(f"encoder '{name}' saved to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
