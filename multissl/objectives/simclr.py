@@ -29,9 +29,10 @@ class SimCLR(Objective):
         hidden_dim: int | None = None,
         head_layers: int = 2,
         temperature: float = 0.5,
-        policy: str = "simclr",
+        policy: str | None = None,
     ) -> None:
-        """head_layers=2 is SimCLR's head, 3 SimCLRv2's; hidden_dim defaults to the encoder width."""
+        """head_layers=2 is SimCLR's head, 3 SimCLRv2's; hidden_dim defaults to the encoder width;
+        ``policy`` names the domain's augmentation policy (None: the domain's default)."""
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=head_layers)
@@ -39,7 +40,8 @@ class SimCLR(Objective):
         self.policy = policy
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (ViewRequest("augmented", {"num_views": 2, "policy": self.policy}),)
+        options = {"num_views": 2} if self.policy is None else {"num_views": 2, "policy": self.policy}
+        return (ViewRequest("augmented", options),)
 
     def forward(self, views) -> ObjectiveOutput:
         first, second = encode_views(self.encoder, views["views"][:2])
