@@ -59,7 +59,7 @@ from domains.audio.config import AudioConfig
 from domains.audio.encoders import AudioEncoder, build_audio_encoder
 from domains.audio.frames import IGNORE_INDEX, FrameGeometry, lengths_to_mask, map_frame_labels, pool_frames
 from domains.audio.frontends import SpectrogramFrontEnd
-from domains.audio.loading import decode_clip, describe_audio, load_audio_rows
+from domains.audio.loading import ROLES, decode_clip, describe_audio, load_audio_rows
 from domains.audio.masking import span_mask
 from domains.base import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views
 
@@ -88,6 +88,7 @@ class AudioDomain(Domain):
 
     name = "audio"
     config_class = AudioConfig
+    roles = ROLES
     view_kinds = ("plain", "augmented", "masked", "sequence")
 
     def __init__(self, config: AudioConfig | None = None) -> None:
