@@ -82,7 +82,8 @@ def naive_supcon(features, labels, tau):
         if not positives:
             continue
         denominator = sum(torch.exp(dot(z[i], z[a]) / tau) for a in range(len(z)) if a != i)
-        terms.append(-sum(torch.log(torch.exp(dot(z[i], z[p]) / tau) / denominator) for p in positives) / len(positives))
+        log_probabilities = [torch.log(torch.exp(dot(z[i], z[p]) / tau) / denominator) for p in positives]
+        terms.append(-sum(log_probabilities) / len(positives))
     return sum(terms) / len(terms)
 
 
@@ -163,16 +164,31 @@ def test_info_nce_matches_formula(with_queue):
     )
 
 
-def test_nt_xent_matches_algorithm_1():
+def test_nt_xent_matches_algorithm_1_with_a_learnable_temperature():
     check_against_naive(
         nt_xent, lambda z1, z2, temperature: naive_nt_xent(z1, z2, temperature),
-        dict(z1=randn(5, 4, seed=1), z2=randn(5, 4, seed=2), temperature=0.5), ["z1", "z2"],
+        dict(z1=randn(5, 4, seed=1), z2=randn(5, 4, seed=2), temperature=torch.tensor(0.5, dtype=torch.float64)),
+        ["z1", "z2", "temperature"],
     )
+
+
+def test_reusing_the_graph_raises_instead_of_returning_wrong_gradients():
+    # The kernel turns its logits into the gradient in place: a second pass must fail loudly.
+    x = leaf(randn(4, 3))
+    loss = info_nce(x, randn(4, 3, seed=1))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError):
+        loss.backward()
+    with pytest.raises(RuntimeError):
+        (grad,) = torch.autograd.grad(nt_xent(x, randn(4, 3, seed=1)), x, create_graph=True)
+        grad.sum().backward()
 
 
 def test_clip_loss_matches_formula_and_learns_its_scale():
     inputs = dict(a=randn(5, 4, seed=1), b=randn(5, 4, seed=2), logit_scale=torch.tensor(3.0, dtype=torch.float64))
-    check_against_naive(clip_loss, lambda a, b, logit_scale: naive_clip(a, b, logit_scale), inputs, ["a", "b", "logit_scale"])
+    check_against_naive(
+        clip_loss, lambda a, b, logit_scale: naive_clip(a, b, logit_scale), inputs, ["a", "b", "logit_scale"]
+    )
     plain = clip_loss(inputs["a"], inputs["b"], 3.0)
     torch.testing.assert_close(plain, naive_clip(inputs["a"], inputs["b"], 3.0), **TOL)
 
@@ -250,32 +266,36 @@ def one_hot_rows(n: int, dim: int) -> torch.Tensor:
     return torch.eye(dim, dtype=torch.float64)[:n]
 
 
+def assert_value(loss: torch.Tensor, expected: float) -> None:
+    torch.testing.assert_close(loss.double(), torch.tensor(expected, dtype=torch.float64))
+
+
 def test_perfect_alignment_reaches_the_analytical_value():
     # Orthonormal items, each exactly aligned with its positive: positives score 1/tau, negatives 0.
     n, tau = 5, 0.2
     e = math.exp(-1 / tau)
     z = one_hot_rows(n, 8)
-    torch.testing.assert_close(info_nce(z, z, None, tau).double(), torch.tensor(math.log(1 + (n - 1) * e), dtype=torch.float64))
+    assert_value(info_nce(z, z, None, tau), math.log(1 + (n - 1) * e))
     queue = torch.eye(8, dtype=torch.float64)[n:]  # 3 more orthogonal negatives
-    torch.testing.assert_close(info_nce(z, z, queue, tau).double(), torch.tensor(math.log(1 + (n + 2) * e), dtype=torch.float64))
-    torch.testing.assert_close(nt_xent(z, z, tau).double(), torch.tensor(math.log(1 + 2 * (n - 1) * e), dtype=torch.float64))
-    torch.testing.assert_close(clip_loss(z, z, 1 / tau).double(), torch.tensor(math.log(1 + (n - 1) * e), dtype=torch.float64))
+    assert_value(info_nce(z, z, queue, tau), math.log(1 + (n + 2) * e))
+    assert_value(nt_xent(z, z, tau), math.log(1 + 2 * (n - 1) * e))
+    assert_value(clip_loss(z, z, 1 / tau), math.log(1 + (n - 1) * e))
     # SupCon: 3 classes x 2 samples x 2 views, each class one direction: every anchor has 3 positives
     # at 1/tau and 8 negatives at 0, so L_out = log(3 + 8 e^{-1/tau}) (its minimum is log |P| = log 3).
     features = torch.eye(3, dtype=torch.float64).repeat_interleave(2, 0)[:, None, :].expand(6, 2, 3)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    torch.testing.assert_close(supcon(features, labels, tau).double(), torch.tensor(math.log(3 + 8 * e), dtype=torch.float64))
+    assert_value(supcon(features, labels, tau), math.log(3 + 8 * e))
     # Soft nearest neighbours: same-class points coincide, classes sit sqrt(2) * s apart.
     s, temperature = 2.0, 1.0
-    torch.testing.assert_close(
-        soft_nearest_neighbors(features[:, 0] * s, labels, temperature).double(),
-        torch.tensor(math.log(1 + 4 * math.exp(-2 * s * s / temperature)), dtype=torch.float64),
+    assert_value(
+        soft_nearest_neighbors(features[:, 0] * s, labels, temperature),
+        math.log(1 + 4 * math.exp(-2 * s * s / temperature)),
     )
     # CPC: 6 distinct orthonormal frames, every prediction a scaled copy of its target.
     targets = torch.eye(6, dtype=torch.float64).view(2, 3, 6)
     predictions = torch.zeros(2, 3, 1, 6, dtype=torch.float64)
     predictions[:, :2, 0] = 4.0 * targets[:, 1:]
-    torch.testing.assert_close(cpc(predictions, targets).double(), torch.tensor(math.log(1 + 5 * math.exp(-4.0)), dtype=torch.float64))
+    assert_value(cpc(predictions, targets), math.log(1 + 5 * math.exp(-4.0)))
     # And at low temperature the minimum is near 0.
     assert info_nce(z, z, None, 0.01).item() < 1e-30 and nt_xent(z, z, 0.01).item() < 1e-30
 
@@ -346,6 +366,24 @@ def test_bf16_inputs_compute_in_float32():
     assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
 
 
+def test_autocast_does_not_lower_the_precision_inside():
+    x, y = torch.randn(8, 16), torch.randn(8, 16)
+    labels = torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])
+    losses = [
+        (lambda: info_nce(x, y, y[:4], 0.1)),
+        (lambda: nt_xent(x, y)),
+        (lambda: clip_loss(x, y, 10.0)),
+        (lambda: supcon(torch.stack([x, y], 1), labels)),
+        (lambda: soft_nearest_neighbors(x, labels, 4.0)),
+        (lambda: cpc(x.view(2, 4, 1, 16), y.view(2, 4, 16))),
+    ]
+    for loss in losses:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = loss()
+        assert inside.dtype == torch.float32
+        torch.testing.assert_close(inside, loss(), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "call, words",
     [
@@ -368,7 +406,7 @@ def test_bf16_inputs_compute_in_float32():
         (lambda: cpc(torch.randn(2, 5, 8), torch.randn(2, 5, 8)), ["predictions", "4-D", "(2, 5, 8)"]),
         (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 6)), ["predictions", "targets", "feature"]),
         (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 8), torch.ones(2, 5)), ["mask", "bool", "(2, 5)"]),
-        (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 8), torch.ones(2, 4, dtype=torch.bool)), ["mask", "(2, 4)"]),
+        (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 8), torch.ones(2, 4).bool()), ["mask", "(2, 4)"]),
     ],
 )
 def test_bad_input_errors_name_the_argument(call, words):

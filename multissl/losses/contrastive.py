@@ -7,15 +7,24 @@ batch: the columns are gathered with gradient, this rank's own rows sit at
 batch, and DDP's gradient averaging yields exactly the single-process gradient
 (see :mod:`multissl.distributed`). With one process all of that is plain computation.
 
-Math runs in float32 (float64 when an input is float64), so bf16/fp16 activations are accepted and
-the returned loss is float32.
+Math runs in float32 (float64 when an input is float64) with autocast switched off inside, so
+bf16/fp16 activations are accepted and the returned loss is float32.
+
+One kernel, :func:`_cross_entropy_over_global_batch`, computes ``-log softmax`` at each anchor's
+positive for InfoNCE/MoCo, NT-Xent, CLIP and CPC; SupCon (several positives per anchor) and the
+soft nearest neighbour loss (a sum over same-class rows inside the log) need a log-sum-exp over a
+subset of columns and write it out directly.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from multissl.distributed import (
     all_reduce_sum,
@@ -40,6 +49,22 @@ __all__ = ["info_nce", "nt_xent", "clip_loss", "supcon", "soft_nearest_neighbors
 
 # --- shared pieces ------------------------------------------------------------------------------
 
+_Loss = TypeVar("_Loss", bound=Callable)
+
+
+def _float32_math(loss: _Loss) -> _Loss:
+    """Run ``loss`` with autocast off: under bf16 autocast the similarity matmuls would otherwise
+    run in bf16, whose 8-bit mantissa costs ~1e-2 on logits scaled by 1 / temperature."""
+
+    @functools.wraps(loss)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        with torch.autocast(device, enabled=False):
+            return loss(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
@@ -54,13 +79,92 @@ def _gather_columns(local: Tensor) -> tuple[Tensor, int]:
     return gather_with_grad(local), rank_offset(local.shape[0], local.device)
 
 
-def _cross_entropy_over_global_batch(logits: Tensor, positives: Tensor) -> Tensor:
+class _SoftmaxCrossEntropyInPlace(torch.autograd.Function):
+    """Per-row ``-log softmax(logits)[row, positive]``, reusing the logits' memory.
+
+    ``F.cross_entropy`` keeps three more [n, M] buffers besides the logits (the log-softmax, a
+    one-hot gradient, the log-softmax gradient); at a MoCo queue of 65k keys those allocations
+    and passes cost more than the similarity matmul itself on a CPU. Here the logits become
+    ``exp(logits - row max)`` in place, the loss is the stable ``row max + log(row sum) -
+    positive logit`` (log-sum-exp, never a log of an exponential), and backward turns the same
+    buffer into ``softmax - one_hot`` scaled by the incoming gradient. The logits are therefore
+    overwritten (marked dirty); a second backward through the same graph, or a double backward,
+    raises. Entries at ``excluded`` (an anchor against itself) are set to -inf here, outside
+    autograd: their softmax is exactly 0, so they get no gradient, and no copy of the [n, M]
+    gradient is needed for them (an in-place fill under autograd would clone it).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, logits: Tensor, positives: Tensor, excluded: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        if excluded is not None:
+            logits[torch.arange(logits.shape[0], device=logits.device), excluded] = float("-inf")
+        positive_logits = logits.gather(1, positives[:, None]).squeeze(1)
+        row_max = logits.amax(dim=1, keepdim=True)
+        exponentials = logits.sub_(row_max).exp_()
+        row_sum = exponentials.sum(dim=1, keepdim=True)
+        terms = (row_max + row_sum.log()).squeeze(1) - positive_logits
+        ctx.mark_dirty(logits)
+        ctx.save_for_backward(exponentials, row_sum, positives)
+        return terms, exponentials
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_terms: Tensor | None, grad_buffer: Tensor | None):  # type: ignore[override]
+        if grad_buffer is not None:
+            raise RuntimeError("the overwritten logits of the InfoNCE kernel are not differentiable")
+        if grad_terms is None:
+            return None, None, None
+        exponentials, row_sum, positives = ctx.saved_tensors
+        grad = exponentials.mul_(grad_terms[:, None] / row_sum)
+        grad[torch.arange(grad.shape[0], device=grad.device), positives] -= grad_terms
+        return grad, None, None
+
+
+def _cross_entropy_over_global_batch(logits: Tensor, positives: Tensor, excluded: Tensor | None = None) -> Tensor:
     """The InfoNCE kernel: mean over the global batch of ``-log softmax(logits)[row, positive]``.
 
-    ``logits`` [n, M] hold this rank's anchors against the global candidates; ``positives`` [n] the
-    column of each anchor's positive. Computed by ``cross_entropy`` (log-sum-exp), never exp-then-log.
+    ``logits`` [n, M] hold this rank's anchors against the global candidates; ``positives`` [n]
+    the column of each anchor's positive; ``excluded`` [n], optional, a column each anchor is not
+    compared with at all (itself). ``logits`` is overwritten: pass a tensor nothing else reads.
     """
-    return global_mean(F.cross_entropy(logits, positives, reduction="none"))
+    if logits.numel() == 0:  # a rank (or a batch) with no anchors still joins the global mean
+        return global_mean(logits.sum(dim=1))
+    terms, _ = _SoftmaxCrossEntropyInPlace.apply(logits, positives, excluded)
+    return global_mean(terms)
+
+
+class _ScoresAgainstKeysAndNegatives(torch.autograd.Function):
+    """``anchors @ cat([keys, negatives]).T``, written into one buffer without concatenating.
+
+    Autograd through ``torch.cat`` would also compute the gradient of every queue row (a matmul
+    as large as the forward one) although a MoCo queue never needs it; here it is computed only
+    when ``negatives`` requires grad.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors: Tensor, keys: Tensor, negatives: Tensor) -> Tensor:  # type: ignore[override]
+        split = keys.shape[0]
+        scores = anchors.new_empty(anchors.shape[0], split + negatives.shape[0])
+        torch.mm(anchors, keys.T, out=scores[:, :split])
+        torch.mm(anchors, negatives.T, out=scores[:, split:])
+        ctx.save_for_backward(anchors, keys, negatives)
+        return scores
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        anchors, keys, negatives = ctx.saved_tensors
+        grad_keys_part, grad_negatives_part = grad[:, : keys.shape[0]], grad[:, keys.shape[0] :]
+        grad_anchors = grad_keys = grad_negatives = None
+        if ctx.needs_input_grad[0]:
+            grad_anchors = torch.addmm(grad_keys_part @ keys, grad_negatives_part, negatives)
+        if ctx.needs_input_grad[1]:
+            grad_keys = grad_keys_part.T @ anchors
+        if ctx.needs_input_grad[2]:
+            grad_negatives = grad_negatives_part.T @ anchors
+        return grad_anchors, grad_keys, grad_negatives
 
 
 def _exclude_self(logits: Tensor, self_columns: Tensor) -> None:
@@ -71,6 +175,7 @@ def _exclude_self(logits: Tensor, self_columns: Tensor) -> None:
 # --- InfoNCE and its users ----------------------------------------------------------------------
 
 
+@_float32_math
 def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temperature: float | Tensor = 0.1) -> Tensor:
     """InfoNCE (van den Oord et al. 2018, arXiv:1807.03748), in MoCo's form (He et al. 2020, eq. 1).
 
@@ -78,7 +183,7 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
     of the (global) batch is one of its negatives, and so is every row of the optional
     ``negatives`` [K, D] (a MoCo queue, already global: it is not gathered). Similarity is the
     cosine (all inputs are L2-normalised here) divided by ``temperature``. Returns the mean over
-    the N (global) queries of ``-log softmax`` at the positive: a 0-d float32 tensor.
+    the N (global) queries of ``-log softmax`` at the positive (a 0-d tensor).
     """
     check_float("query", query, 2)
     check_float("key", key, 2)
@@ -92,12 +197,15 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
     # Dividing the [N, D] queries is cheaper than dividing the [N, N + K] logits.
     anchors = _unit(query, dtype) / temperature
     keys, start = _gather_columns(_unit(key, dtype))
-    if negatives is not None:
-        keys = torch.cat([keys, _unit(negatives, dtype)])
+    if negatives is None:
+        logits = anchors @ keys.T
+    else:
+        logits = _ScoresAgainstKeysAndNegatives.apply(anchors, keys, _unit(negatives, dtype))
     positives = start + torch.arange(query.shape[0], device=query.device)
-    return _cross_entropy_over_global_batch(anchors @ keys.T, positives)
+    return _cross_entropy_over_global_batch(logits, positives)
 
 
+@_float32_math
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5) -> Tensor:
     """NT-Xent, SimCLR's loss, exactly as Algorithm 1 of Chen et al. 2020 (arXiv:2002.05709).
 
@@ -116,11 +224,11 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5) -> Tensor
     columns, start = _gather_columns(anchors)
     own = start + torch.arange(2 * n, device=anchors.device)
     logits = (anchors / temperature) @ columns.T
-    _exclude_self(logits, own)
     # Within this rank's block [z1; z2], the other view of row j sits n rows away.
-    return _cross_entropy_over_global_batch(logits, own.roll(n))
+    return _cross_entropy_over_global_batch(logits, own.roll(n), excluded=own)
 
 
+@_float32_math
 def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     """CLIP's symmetric contrastive loss (Radford et al. 2021, arXiv:2103.00020, Figure 3).
 
@@ -137,12 +245,15 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     dtype = _compute_dtype(a, b)
     a, b = _unit(a, dtype), _unit(b, dtype)
     if not is_distributed():
-        # One process holds the whole square: the b -> a logits are the transpose, no second matmul.
+        # One process holds the whole square: the b -> a logits are its transpose, no second
+        # matmul. Copied first (the kernel overwrites the a -> b logits); clone keeps the transposed
+        # strides, so the copy and every later pass over it run along memory.
         logits = (a * logit_scale) @ b.T
+        logits_b_to_a = logits.T.clone()
         positives = torch.arange(a.shape[0], device=a.device)
         return (
             _cross_entropy_over_global_batch(logits, positives)
-            + _cross_entropy_over_global_batch(logits.T, positives)
+            + _cross_entropy_over_global_batch(logits_b_to_a, positives)
         ) / 2
     b_columns, start = _gather_columns(b)
     a_columns, _ = _gather_columns(a)
@@ -153,6 +264,7 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     ) / 2
 
 
+@_float32_math
 def supcon(features: Tensor, labels: Tensor, temperature: float | Tensor = 0.1) -> Tensor:
     """Supervised contrastive loss L_out (Khosla et al. 2020, arXiv:2004.11362, eq. 2).
 
@@ -184,6 +296,7 @@ def supcon(features: Tensor, labels: Tensor, temperature: float | Tensor = 0.1) 
     return global_mean(logits.logsumexp(dim=1) - positive_mean)
 
 
+@_float32_math
 def soft_nearest_neighbors(embeddings: Tensor, labels: Tensor, temperature: float | Tensor) -> Tensor:
     """Soft nearest neighbour loss (Frosst, Papernot & Hinton 2019, arXiv:1902.01889, eq. 1).
 
@@ -256,6 +369,7 @@ def _cpc_logits(
     return logits, positives, step
 
 
+@_float32_math
 def cpc(predictions: Tensor, targets: Tensor, mask: Tensor | None = None, temperature: float | Tensor = 1.0) -> Tensor:
     """Contrastive Predictive Coding loss (van den Oord et al. 2018, arXiv:1807.03748, eq. 4).
 
@@ -274,6 +388,7 @@ def cpc(predictions: Tensor, targets: Tensor, mask: Tensor | None = None, temper
 
 
 @torch.no_grad()
+@_float32_math
 def cpc_accuracy(predictions: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
     """Top-1 accuracy of each CPC offset over the global batch, for logging: float32 [K].
 
