@@ -1,0 +1,256 @@
+"""Image encoders: stock ``transformers`` models (ViT, ResNet, ConvNeXt) that return Features.
+
+The wrapped ``model`` is a plain ``ViTModel`` / ``ResNetModel`` / ``ConvNextModel`` and ``processor``
+a ``ViTImageProcessor`` that reproduces the domain's collate (resize, centre crop) and ``plain`` view
+(rescale, normalise), so ``save_pretrained`` writes a folder that ``AutoModel`` +
+``AutoImageProcessor`` load without multissl.
+
+Presets (``EncoderConfig.size``; "tiny" is for tests)::
+
+    vit       tiny: hidden 64, 2 layers, 2 heads, MLP 128 | small: ViT-S (384, 12, 6, 1536)
+              base: ViT-B (768, 12, 12, 3072); patch = the domain's patch_size (4 below 112 px, 16 above)
+    convnext  tiny: widths (16, 32), depths (1, 1) | small: ConvNeXt-S (96..768, 3-3-27-3)
+              base: ConvNeXt-B (128..1024, 3-3-27-3); stem stride (patch_size) 2 below 112 px, else 4
+              (32 px: final map 2x2 with four stages; 224 px: 7x7, as the paper)
+    resnet    tiny: basic blocks, widths (16, 32), depths (1, 1) | small: ResNet-18 | base: ResNet-50
+              (the Hugging Face stem is fixed: 7x7 stride 2 + max-pool, so 32 px inputs end at 1x1;
+              prefer convnext for small images)
+
+Features: ViT ``sequence`` is the patch tokens after the final layer norm (no CLS), ``pooled`` the
+CLS token ("cls") or the mean of the patch tokens ("mean"); a convnet's ``sequence`` is its last
+feature map flattened row-major, ``pooled`` the model's own ``pooler_output`` (global average, plus
+ConvNeXt's final layer norm). ``mask`` is all True.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    ConvNextConfig,
+    ConvNextModel,
+    PreTrainedModel,
+    ResNetConfig,
+    ResNetModel,
+    ViTConfig,
+    ViTImageProcessor,
+    ViTModel,
+)
+
+from domains.base import EncoderConfig
+from multissl.features import Encoder, Features
+
+from .config import ImageConfig
+
+__all__ = [
+    "ViTEncoder",
+    "ConvNetEncoder",
+    "build_image_encoder",
+    "image_processor",
+    "VIT_PRESETS",
+    "CONVNEXT_PRESETS",
+    "RESNET_PRESETS",
+]
+
+VIT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+CONVNEXT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2),
+    "small": dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 27, 3], num_stages=4),
+    "base": dict(hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3], num_stages=4),
+}
+RESNET_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic"),
+    "small": dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic"),
+    "base": dict(embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3], layer_type="bottleneck"),
+}
+_PRESETS = {"vit": VIT_PRESETS, "convnext": CONVNEXT_PRESETS, "resnet": RESNET_PRESETS}
+_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
+
+
+class ViTEncoder(Encoder):
+    """A ``ViTModel`` (no pooler) returning Features; supports MAE's visible-only forward.
+
+    ``encoder(pixel_values=x)`` runs the stock model; ``encoder(pixel_values=x, keep_index=k)``
+    (k Long[B, T_keep], patch indices in row-major order) embeds all patches, adds their position
+    embeddings, keeps only the patches in ``k`` and runs the transformer on CLS + those (He et al.
+    2022, section 3: the encoder sees visible patches only). ``sequence`` then has T_keep rows in
+    the order of ``k``. Inputs of another size than the config's use interpolated positions.
+    """
+
+    def __init__(self, model: ViTModel, pooling: str = "mean", processor: Any = None) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"ViT pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.model = model
+        self.pooling = pooling
+        self.processor = processor
+        self.dim = model.config.hidden_size
+
+    def forward(self, pixel_values: Tensor, keep_index: Tensor | None = None,
+                output_hidden_states: bool = False) -> Features:
+        if keep_index is None:
+            height, width = pixel_values.shape[-2:]
+            output = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
+                                interpolate_pos_encoding=(height, width) != self._config_size())
+            tokens, hidden = output.last_hidden_state, output.hidden_states
+        else:
+            tokens, hidden = self._visible_forward(pixel_values, keep_index, output_hidden_states)
+        sequence = tokens[:, 1:]
+        pooled = tokens[:, 0] if self.pooling == "cls" else sequence.mean(dim=1)
+        mask = torch.ones(sequence.shape[:2], dtype=torch.bool, device=sequence.device)
+        hidden_states = tuple(h[:, 1:] for h in hidden) if output_hidden_states and hidden is not None else None
+        return Features(pooled=pooled, sequence=sequence, mask=mask, hidden_states=hidden_states)
+
+    def _config_size(self) -> tuple[int, int]:
+        size = self.model.config.image_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def _visible_forward(self, pixel_values: Tensor, keep_index: Tensor,
+                         output_hidden_states: bool) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        embeddings = self.model.embeddings
+        pixel_values = pixel_values.to(embeddings.patch_embeddings.projection.weight.dtype)
+        patches = embeddings.patch_embeddings(pixel_values)  # [B, T, D]
+        batch, num_patches, dim = patches.shape
+        if keep_index.dim() != 2 or keep_index.shape[0] != batch:
+            raise ValueError(f"keep_index must be Long[{batch}, T_keep], got shape {tuple(keep_index.shape)}")
+        if (height_width := tuple(pixel_values.shape[-2:])) != self._config_size():
+            positions = embeddings.interpolate_pos_encoding(patches.new_empty(1, num_patches + 1, dim), *height_width)
+        else:
+            positions = embeddings.position_embeddings
+        patches = patches + positions[:, 1:]
+        visible = patches.gather(1, keep_index.unsqueeze(-1).expand(-1, -1, dim))
+        cls = (embeddings.cls_token + positions[:, :1]).expand(batch, -1, -1)
+        hidden = embeddings.dropout(torch.cat((cls, visible), dim=1))
+        states = [hidden]
+        for layer in self.model.layers:
+            hidden = layer(hidden, None)
+            states.append(hidden)
+        return self.model.layernorm(hidden), tuple(states) if output_hidden_states else None
+
+
+class ConvNetEncoder(Encoder):
+    """A ``ResNetModel`` or ``ConvNextModel`` returning Features (pooling "mean": the model's pooler)."""
+
+    def __init__(self, model: PreTrainedModel, pooling: str = "mean", processor: Any = None) -> None:
+        super().__init__()
+        if pooling != "mean":
+            raise ValueError(f"convnets have no CLS token: pooling must be 'mean', got {pooling!r}")
+        self.model = model
+        self.pooling = pooling
+        self.processor = processor
+        self.dim = model.config.hidden_sizes[-1]
+
+    def forward(self, pixel_values: Tensor, output_hidden_states: bool = False, **unexpected: Tensor) -> Features:
+        if unexpected:
+            raise TypeError(
+                f"{type(self.model).__name__} takes only pixel_values, got {sorted(unexpected)}"
+                " (visible-only masked forward needs a ViT)"
+            )
+        output = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
+        sequence = output.last_hidden_state.flatten(2).transpose(1, 2)  # [B, h*w, D]
+        pooled = output.pooler_output.flatten(1)
+        mask = torch.ones(sequence.shape[:2], dtype=torch.bool, device=sequence.device)
+        hidden_states = None
+        if output_hidden_states:
+            hidden_states = tuple(stage.mean(dim=(-2, -1)) for stage in output.hidden_states)
+        return Features(pooled=pooled, sequence=sequence, mask=mask, hidden_states=hidden_states)
+
+
+def image_processor(image: ImageConfig) -> ViTImageProcessor:
+    """A ``ViTImageProcessor`` doing what collate + the ``plain`` view do: resize (shorter side then
+    centre crop, or stretch), rescale by 1/255, normalise with the domain's mean and std.
+
+    One processor class for every architecture: ``ConvNextImageProcessor`` warps instead of cropping
+    at 384 px and above, so it cannot reproduce the centre crop at every size.
+    """
+    side = image.image_size
+    if image.resize == "center_crop":
+        geometry: dict[str, Any] = dict(size={"shortest_edge": side}, do_center_crop=True,
+                                        crop_size={"height": side, "width": side})
+    else:
+        geometry = dict(size={"height": side, "width": side}, do_center_crop=False)
+    return ViTImageProcessor(
+        do_resize=True, resample=_RESAMPLE[image.resample], do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=list(image.mean), image_std=list(image.std),
+        do_convert_rgb=image.channels == 3, **geometry,
+    )
+
+
+def _preset_config(config: EncoderConfig, image: ImageConfig) -> PreTrainedModel:
+    presets = _PRESETS.get(config.architecture)
+    if presets is None:
+        raise ValueError(f"unknown image architecture {config.architecture!r}; known: {sorted(_PRESETS)}")
+    if config.size not in presets:
+        raise ValueError(f"unknown {config.architecture} size {config.size!r}; known: {sorted(presets)}")
+    settings: dict[str, Any] = dict(num_channels=image.channels, **presets[config.size])
+    if config.architecture == "vit":
+        config_class: type = ViTConfig
+        settings.update(image_size=image.image_size, patch_size=image.patch_size)
+    elif config.architecture == "convnext":
+        config_class = ConvNextConfig
+        settings.update(image_size=image.image_size, patch_size=2 if image.image_size < 112 else 4)
+    else:
+        config_class = ResNetConfig
+    defaults = config_class()
+    for key in config.overrides:
+        if not hasattr(defaults, key):
+            raise ValueError(f"encoder override {key!r} is not a field of {config_class.__name__}")
+    # overrides go in before construction, so fields derived in __post_init__ (stage names) follow them
+    return config_class(**{**settings, **config.overrides})
+
+
+def _wrap(model: PreTrainedModel, pooling: str, processor: Any) -> Encoder:
+    if isinstance(model, ViTModel):
+        return ViTEncoder(model, pooling, processor)
+    return ConvNetEncoder(model, pooling, processor)
+
+
+def build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:
+    """Build from a preset (random weights) or load ``name_or_path`` (local folder or Hub id).
+
+    Loading never runs remote code; only ViT, ResNet and ConvNeXt checkpoints are accepted, and
+    their channels (and a ViT's patch size, the masking unit) must match the domain.
+    """
+    if config.name_or_path is None:
+        hf_config = _preset_config(config, image)
+        if isinstance(hf_config, ViTConfig):
+            model: PreTrainedModel = ViTModel(hf_config, add_pooling_layer=False)
+        elif isinstance(hf_config, ConvNextConfig):
+            model = ConvNextModel(hf_config)
+        else:
+            model = ResNetModel(hf_config)
+        return _wrap(model, config.pooling, image_processor(image))
+
+    hf_config = AutoConfig.from_pretrained(config.name_or_path, trust_remote_code=False)
+    if hf_config.model_type not in _PRESETS:
+        raise ValueError(
+            f"{config.name_or_path}: model type {hf_config.model_type!r} is not an image encoder of this domain;"
+            f" supported: {sorted(_PRESETS)}"
+        )
+    if hf_config.num_channels != image.channels:
+        raise ValueError(
+            f"{config.name_or_path} takes {hf_config.num_channels} channels, the domain makes {image.channels}"
+        )
+    if hf_config.model_type == "vit":
+        if hf_config.patch_size != image.patch_size:
+            raise ValueError(
+                f"{config.name_or_path} has patch size {hf_config.patch_size}; set the image domain's"
+                f" patch_size={hf_config.patch_size} (it is the masking unit)"
+            )
+        model = ViTModel.from_pretrained(config.name_or_path, add_pooling_layer=False)
+    else:
+        model = AutoModel.from_pretrained(config.name_or_path, trust_remote_code=False)
+    try:
+        processor = AutoImageProcessor.from_pretrained(config.name_or_path, trust_remote_code=False)
+    except OSError:  # a checkpoint saved without its processor: use the domain's preprocessing
+        processor = image_processor(image)
+    return _wrap(model, config.pooling, processor)

@@ -1,0 +1,193 @@
+"""The image domain's view kinds (contract: ``multissl.views``), on whole uint8 batches on device.
+
+Each builder turns ``images`` uint8 [B, C, H, W] into the kind's dict; pixels become floats in
+[0, 1], are transformed, then normalised with the domain's mean and std. Keys produced:
+
+``plain``      {"inputs": {"pixel_values"}}
+``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size)
+``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C]}
+``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}
+``corrupted``  {"inputs": {"pixel_values"}, "targets": Tensor, "mask": Bool or None}
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from multissl.views import ViewRequest
+
+from . import draws
+from .augment import ViewRecipe, augment, normalize
+from .color import rgb_to_lab
+from .config import ImageConfig
+from .corruption import add_noise, inpainting_masks
+from .geometry import crop_resize, sample_crop_boxes
+from .masking import mae_masks, patchify
+from .pretext import jigsaw_permutations, jigsaw_tiles, relative_position_tiles, rotate_quarter_turns
+
+__all__ = ["plain_views", "augmented_views", "masked_views", "pretext_views", "corrupted_views", "view_recipes",
+           "to_unit_range"]
+
+
+def _options(request: ViewRequest, defaults: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(request.options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for view kind {request.kind!r} of the image domain; "
+                         f"known: {sorted(defaults)}")
+    return {**defaults, **request.options}
+
+
+def to_unit_range(images: Tensor) -> Tensor:
+    """uint8 [B, C, H, W] -> float32 in [0, 1]."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise TypeError(f"batch['images'] must be uint8 [B, C, H, W] (from collate), got {images.dtype} "
+                        f"{tuple(images.shape)}")
+    return images.to(torch.float32).div_(255)
+
+
+def _normalized(images: Tensor, config: ImageConfig) -> Tensor:
+    assert config.mean is not None and config.std is not None
+    if images.shape[1] != len(config.mean):
+        raise ValueError(f"images have {images.shape[1]} channels, the domain is configured for {len(config.mean)}")
+    return normalize(images, config.mean, config.std)
+
+
+def plain_views(images: Tensor, config: ImageConfig) -> dict[str, Any]:
+    return {"inputs": {"pixel_values": _normalized(to_unit_range(images), config)}}
+
+
+def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: int,
+                 local_size: int) -> list[ViewRecipe]:
+    """One :class:`ViewRecipe` per view: ``num_views`` globals then ``local_views`` locals.
+
+    "simclr": every view the same recipe; "byol": two globals with BYOL's asymmetric blur and
+    solarize probabilities (view 1: blur 1.0, solarize 0; view 2: blur 0.1, solarize 0.2).
+    """
+    settings = config.augment
+    strength = settings.jitter_strength
+    base = ViewRecipe(
+        size=config.image_size, crop_scale=settings.crop_scale, crop_ratio=settings.crop_ratio,
+        flip_probability=settings.flip_probability, jitter_probability=settings.jitter_probability,
+        brightness=settings.brightness * strength, contrast=settings.contrast * strength,
+        saturation=settings.saturation * strength, hue=settings.hue * strength,
+        grayscale_probability=settings.grayscale_probability, blur_probability=settings.blur_probability,
+        blur_sigma=settings.blur_sigma, blur_kernel_fraction=settings.blur_kernel_fraction,
+        solarize_probability=settings.solarize_probability, solarize_threshold=settings.solarize_threshold,
+    )
+    if policy == "simclr":
+        globals_ = [base] * num_views
+    elif policy == "byol":
+        if num_views != 2:
+            raise ValueError(f"policy 'byol' defines exactly 2 asymmetric global views, got num_views={num_views}")
+        globals_ = [replace(base, blur_probability=blur, solarize_probability=solar) for blur, solar in
+                    zip(settings.byol_blur_probability, settings.byol_solarize_probability)]
+    else:
+        raise ValueError(f"unknown augmentation policy {policy!r}; known: 'simclr', 'byol', 'dropout'")
+    local = replace(base, size=local_size, crop_scale=settings.local_crop_scale)
+    return globals_ + [local] * local_views
+
+
+def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
+                    generator: torch.Generator) -> dict[str, Any]:
+    options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size))
+    num_views, local_views = int(options["num_views"]), int(options["local_views"])
+    if num_views < 1 or local_views < 0:
+        raise ValueError(f"need num_views >= 1 and local_views >= 0, got {num_views}, {local_views}")
+    unit = to_unit_range(images)
+    if options["policy"] == "dropout":  # SimCSE-style: identical copies, the encoder's dropout differs
+        if local_views:
+            raise ValueError("policy 'dropout' makes identical copies; it takes no local_views")
+        pixels = _normalized(unit, config)
+        return {"views": [{"pixel_values": pixels.clone()} for _ in range(num_views)]}
+    recipes = view_recipes(config, options["policy"], num_views, local_views, int(options["local_size"]))
+    return {"views": [{"pixel_values": _normalized(augment(unit, recipe, generator), config)} for recipe in recipes]}
+
+
+def masked_views(images: Tensor, config: ImageConfig, request: ViewRequest,
+                 generator: torch.Generator) -> dict[str, Any]:
+    """MAE (He et al. 2022): random resized crop (scale ``masked_crop_scale``) + flip when ``augment``,
+    then ``round(mask_ratio * T)`` patches masked per sample; targets are the normalised patches."""
+    options = _options(request, dict(mask_ratio=config.mask_ratio, augment=True))
+    unit = to_unit_range(images)
+    batch, _, height, width = unit.shape
+    if options["augment"]:
+        boxes = sample_crop_boxes(batch, height, width, config.masked_crop_scale, config.augment.crop_ratio,
+                                  generator, unit.device)
+        flip = draws.bernoulli(generator, config.augment.flip_probability, (batch,), unit.device)
+        unit = crop_resize(unit, boxes, config.image_size, flip)
+    pixels = _normalized(unit, config)
+    assert config.patch_size is not None
+    targets = patchify(pixels, config.patch_size)
+    mask, keep_index = mae_masks(batch, targets.shape[1], float(options["mask_ratio"]), generator, unit.device)
+    return {"inputs": {"pixel_values": pixels, "keep_index": keep_index}, "mask": mask, "targets": targets}
+
+
+def _standardize_tiles(tiles: Tensor) -> Tensor:
+    """Noroozi & Favaro: each tile's mean and standard deviation normalised on its own."""
+    mean = tiles.mean(dim=(-3, -2, -1), keepdim=True)
+    std = tiles.std(dim=(-3, -2, -1), keepdim=True).clamp_min(1e-3)
+    return (tiles - mean) / std
+
+
+def pretext_views(images: Tensor, config: ImageConfig, request: ViewRequest,
+                  generator: torch.Generator) -> dict[str, Any]:
+    options = _options(request, dict(task=None, all_rotations=False))
+    task = options["task"]
+    unit = to_unit_range(images)
+    batch = unit.shape[0]
+    if task == "rotation":
+        if options["all_rotations"]:  # Gidaris et al.: all four rotations of each image in one batch
+            labels = torch.arange(4, device=unit.device).repeat_interleave(batch)
+            rotated = torch.cat([torch.rot90(unit, k, dims=(-2, -1)) for k in range(4)])
+        else:
+            labels = draws.randint(generator, 4, (batch,), unit.device)
+            rotated = rotate_quarter_turns(unit, labels)
+        return {"parts": [{"pixel_values": _normalized(rotated, config)}], "labels": labels, "num_classes": 4}
+    if task == "jigsaw":
+        permutations = jigsaw_permutations(config.pretext.jigsaw_permutations)
+        tiles, labels = jigsaw_tiles(unit, permutations, config.pretext.jigsaw_tile_fraction, config.tile_size,
+                                     generator)
+        tiles = _standardize_tiles(tiles) if config.pretext.standardize_tiles else \
+            _normalized(tiles.flatten(0, 1), config).view_as(tiles)
+        return {"parts": [{"pixel_values": tiles[:, i]} for i in range(tiles.shape[1])], "labels": labels,
+                "num_classes": permutations.shape[0]}
+    if task == "relative_position":
+        tiles, labels = relative_position_tiles(unit, config.pretext.relative_position_tile_fraction,
+                                                config.pretext.relative_position_jitter, config.tile_size, generator)
+        tiles = _normalized(tiles.flatten(0, 1), config).view_as(tiles)
+        return {"parts": [{"pixel_values": tiles[:, 0]}, {"pixel_values": tiles[:, 1]}], "labels": labels,
+                "num_classes": 8}
+    raise ValueError(f"pretext view needs option task in ['rotation', 'jigsaw', 'relative_position'], got {task!r}")
+
+
+def corrupted_views(images: Tensor, config: ImageConfig, request: ViewRequest,
+                    generator: torch.Generator) -> dict[str, Any]:
+    pretext = config.pretext
+    options = _options(request, dict(task=None, mask=pretext.inpainting_mask, area=pretext.inpainting_area,
+                                     noise=pretext.denoising_noise, noise_std=pretext.noise_std,
+                                     noise_fraction=pretext.noise_fraction))
+    task = options["task"]
+    unit = to_unit_range(images)
+    batch, channels, height, width = unit.shape
+    if task == "inpainting":
+        # Pathak et al. fill the hole with the mean: 0 after normalisation
+        pixels = _normalized(unit, config)
+        mask = inpainting_masks(options["mask"], batch, height, width, float(options["area"]), generator, unit.device)
+        return {"inputs": {"pixel_values": pixels.masked_fill(mask, 0.0)}, "targets": pixels, "mask": mask}
+    if task == "colorization":
+        if channels != 3:
+            raise ValueError(f"colorization needs RGB images, the batch has {channels} channel(s)")
+        lab = rgb_to_lab(unit)
+        # Zhang et al. 2016: predict ab from L; L (0-100) is shown to the encoder as a gray image
+        lightness = (lab[:, :1] / 100).expand(-1, channels, -1, -1)
+        return {"inputs": {"pixel_values": _normalized(lightness, config)}, "targets": lab[:, 1:], "mask": None}
+    if task == "denoising":
+        noisy, mask = add_noise(unit, options["noise"], float(options["noise_std"]), float(options["noise_fraction"]),
+                                generator)
+        return {"inputs": {"pixel_values": _normalized(noisy, config)}, "targets": _normalized(unit, config),
+                "mask": mask}
+    raise ValueError(f"corrupted view needs option task in ['inpainting', 'colorization', 'denoising'], got {task!r}")
