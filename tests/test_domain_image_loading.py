@@ -236,3 +236,32 @@ def test_collate_resize_matches_the_saved_image_processor(resize):
     if resize == "center_crop":  # the centre crop keeps the middle of the long side
         middle = torch.from_numpy(arrays[2]).permute(2, 0, 1)
         assert torch.equal(batch["images"][2], middle)
+
+
+def test_relative_paths_in_a_csv_are_read_from_the_image_root(tmp_path):
+    (tmp_path / "pictures").mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((20, 24, 3), 40 * i, np.uint8)).save(tmp_path / "pictures" / f"{i}.png")
+    (tmp_path / "pairs.csv").write_text("file,caption\n0.png,a\n1.png,b\n2.png,c\nmissing.png,d\n")
+    data = DataConfig(path=str(tmp_path / "pairs.csv"), columns={"image": "file"})
+    domain = ImageDomain(ImageConfig(image_size=8, image_root=str(tmp_path / "pictures")))
+    dataset = domain.load(data)
+    assert dataset.column_names == ["image", "row_index"]  # only this domain's roles
+    rows = [dataset[i] for i in range(4)]
+    assert domain.collate(rows[:3])["images"][:, 0, 0, 0].tolist() == [0, 40, 80]
+    missing = str(tmp_path / "pictures" / "missing.png")
+    with pytest.raises(BadSampleError, match=rf"row 3 \(file '{missing}'\): cannot read file"):
+        domain.collate(rows)
+    beside_the_csv = ImageDomain(ImageConfig(image_size=8))  # default root: the csv's folder
+    beside_the_csv.load(data)
+    with pytest.raises(BadSampleError, match=rf"file '{tmp_path / '0.png'}'"):
+        beside_the_csv.collate(rows[:1])
+
+
+def test_flickr8k_pairs_csv_with_an_image_root(shared_data):
+    folder = shared_data / "pairs/flickr8k_1k"
+    domain = ImageDomain(ImageConfig(image_size=32, image_root=str(folder / "images")))
+    dataset = domain.load(DataConfig(path=str(folder / "captions.csv"), columns={"image": "image"}, limit=3))
+    batch = domain.collate([dataset[i] for i in range(3)])
+    assert batch["images"].shape == (3, 3, 32, 32) and "labels" not in batch
+    assert batch["images"].float().std() > 10  # real photographs, not blank

@@ -177,6 +177,8 @@ class ImageConfig:
                     largest smaller power of two that divides image_size).
     mask_ratio:     MAE's fraction of masked patches (0.75, He et al. 2022).
     masked_crop_scale: MAE's random resized crop scale for the ``masked`` view (0.2, 1).
+    image_root:     folder that relative file paths in the image column are read from (a CSV of
+                    file names beside an images folder); None: the folder of ``DataConfig.path``.
     """
 
     image_size: int = 32
@@ -189,6 +191,7 @@ class ImageConfig:
     patch_size: int | None = None
     mask_ratio: float = 0.75
     masked_crop_scale: tuple[float, float] = (0.2, 1.0)
+    image_root: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
 

@@ -13,7 +13,7 @@ from multissl.views import ViewRequest
 from . import views
 from .config import ImageConfig
 from .encoders import build_image_encoder
-from .loading import collate_images, load_image_dataset
+from .loading import ROLES, collate_images, image_root_of, load_image_dataset
 
 __all__ = ["ImageDomain"]
 
@@ -21,29 +21,33 @@ __all__ = ["ImageDomain"]
 class ImageDomain(Domain):
     """Images: ``load`` -> ``collate`` (uint8 [B, C, S, S], CPU) -> ``make_views`` (on device).
 
-    ``load`` remembers the DataConfig's ``on_bad_sample`` policy; ``collate`` (which the engine hands
-    to DataLoader workers, where the domain is pickled with that setting) applies it. Rows carry
-    their ``row_index`` (and file path) so a bad sample is named. Call ``load`` before building the
+    ``load`` remembers what collate needs from the DataConfig: the ``on_bad_sample`` policy and the
+    folder relative image paths are read from (``ImageConfig.image_root``, else the data's folder).
+    ``collate`` runs in DataLoader workers, where the domain is pickled with both. Rows carry their
+    ``row_index`` (and file path) so a bad sample is named. Call ``load`` before building the
     DataLoader; without it collate stops at the first bad sample ("error").
     """
 
     name: ClassVar[str] = "image"
     config_class: ClassVar[type] = ImageConfig
+    roles: ClassVar[tuple[str, ...]] = ROLES
     view_kinds: ClassVar[tuple[str, ...]] = ("plain", "augmented", "masked", "pretext", "corrupted")
 
     def __init__(self, config: ImageConfig | None = None) -> None:
         super().__init__(config)
         self.on_bad_sample = "error"
+        self.image_root = self.config.image_root
 
     def load(self, data: DataConfig):
         if data.on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {data.on_bad_sample!r}")
         dataset = load_image_dataset(data)
         self.on_bad_sample = data.on_bad_sample
+        self.image_root = image_root_of(data, self.config.image_root)
         return dataset
 
     def collate(self, rows: list[dict[str, Any]]) -> RawBatch:
-        return collate_images(rows, self.config, self.on_bad_sample)
+        return collate_images(rows, self.config, self.on_bad_sample, self.image_root)
 
     def make_views(self, batch: RawBatch, request: ViewRequest, generator: torch.Generator) -> Views:
         self.check_view_kind(request)

@@ -42,12 +42,13 @@ from domains.base import BadSampleError, DataConfig
 
 from .config import ImageConfig
 
-__all__ = ["load_image_dataset", "collate_images", "decode_image", "resize_square", "read_idx",
-           "IMAGE", "LABEL", "ROW_INDEX"]
+__all__ = ["load_image_dataset", "collate_images", "decode_image", "resize_square", "read_idx", "image_root_of",
+           "IMAGE", "LABEL", "ROW_INDEX", "ROLES"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE, LABEL, ROW_INDEX = "image", "label", "row_index"
+ROLES = (IMAGE, LABEL)
 _IMAGE_NAMES = ("image", "img", "pixel_values", "picture", "photo")
 _LABEL_NAMES = ("label", "labels", "fine_label", "class")
 _SUFFIX_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow",
@@ -100,6 +101,19 @@ def _load_with_datasets(data: DataConfig):
     return datasets.load_dataset(path, data.subset, **options)  # a Hugging Face Hub dataset id
 
 
+def image_root_of(data: DataConfig, configured: str | None) -> str | None:
+    """Folder relative image paths are read from: the configured one, else the data's own folder
+    (the folder itself, or the folder of the file or of the glob's fixed part); None for Hub ids."""
+    if configured is not None:
+        return configured
+    if os.path.isdir(data.path):
+        return data.path
+    if glob.has_magic(data.path):
+        fixed = re.split(r"[*?\[]", data.path, maxsplit=1)[0]
+        return os.path.dirname(fixed) or "."
+    return (os.path.dirname(data.path) or ".") if os.path.isfile(data.path) else None
+
+
 def _resolve_column(role: str, requested: str | None, names: list[str] | None, guesses: tuple[str, ...],
                     features: Any) -> str | None:
     if requested is not None:
@@ -122,9 +136,9 @@ def _resolve_column(role: str, requested: str | None, names: list[str] | None, g
 
 
 def _canonical_columns(dataset, columns: dict[str, str]):
-    unknown = sorted(set(columns) - {IMAGE, LABEL})
+    unknown = sorted(set(columns) - set(ROLES))
     if unknown:
-        raise ValueError(f"unknown column role(s) {unknown} for the image domain; roles: ['image', 'label']")
+        raise ValueError(f"unknown column role(s) {unknown} for the image domain; roles: {list(ROLES)}")
     names = dataset.column_names
     features = dataset.features
     image_column = _resolve_column(IMAGE, columns.get(IMAGE), names, _IMAGE_NAMES, features)
@@ -243,9 +257,10 @@ def _idx_dataset(data: DataConfig) -> datasets.Dataset:
 # ---------------------------------------------------------------------------------------------- collate
 
 
-def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sample: str = "error") -> dict[str, Any]:
+def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sample: str = "error",
+                   image_root: str | None = None) -> dict[str, Any]:
     """Decode and stack rows: {"images": uint8 [B, C, S, S], "labels": Long[B] (when rows have labels),
-    "skipped": int}.
+    "skipped": int}. Relative file paths are read from ``image_root``.
 
     A row that cannot be used raises :class:`BadSampleError` naming its row index (and file), or,
     under ``on_bad_sample="skip"``, is dropped, logged and counted in "skipped".
@@ -260,10 +275,10 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
         if IMAGE not in row:
             raise KeyError(f"row has no {IMAGE!r} field (fields: {sorted(row)}); load it with ImageDomain.load")
         try:
-            image = decode_image(row[IMAGE], config)
+            image = decode_image(row[IMAGE], config, image_root)
             label = _label(row) if with_labels else None
         except BadSampleError as error:
-            message = f"{_where(row, position)}: {error}"
+            message = f"{_where(row, position, image_root)}: {error}"
             if on_bad_sample == "error":
                 raise BadSampleError(message) from error
             logger.warning("skipping bad sample: %s", message)
@@ -282,11 +297,14 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
     return batch
 
 
-def _where(row: dict[str, Any], position: int) -> str:
+def _where(row: dict[str, Any], position: int, image_root: str | None) -> str:
     place = f"row {int(row[ROW_INDEX])}" if ROW_INDEX in row else f"batch position {position}"
     value = row.get(IMAGE)
     path = value.get("path") if isinstance(value, dict) else value if isinstance(value, (str, os.PathLike)) else None
-    return f"{place} (file {os.fspath(path)!r})" if path else place
+    if not path:
+        return place
+    read_from = value.get("bytes") is None if isinstance(value, dict) else True
+    return f"{place} (file {_under(image_root, path) if read_from else os.fspath(path)!r})"
 
 
 def _label(row: dict[str, Any]) -> int:
@@ -299,12 +317,12 @@ def _label(row: dict[str, Any]) -> int:
     return int(value)
 
 
-def decode_image(value: Any, config: ImageConfig) -> Tensor:
+def decode_image(value: Any, config: ImageConfig, image_root: str | None = None) -> Tensor:
     """One image (bytes/path dict, bytes, path, PIL image or pixel array) -> uint8 [C, S, S].
 
     Raises :class:`BadSampleError` saying what is wrong (empty, unreadable, truncated, zero-size).
     """
-    pixels = _to_pixels(value, config.channels)
+    pixels = _to_pixels(value, config.channels, image_root)
     if pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise BadSampleError(f"zero-size image ({pixels.shape[0]}x{pixels.shape[1]})")
     image = torch.from_numpy(pixels).permute(2, 0, 1)
@@ -332,7 +350,7 @@ def resize_square(image: Tensor, side: int, mode: str = "center_crop", resample:
     return resized[:, top : top + side, left : left + side]
 
 
-def _to_pixels(value: Any, channels: int) -> np.ndarray:
+def _to_pixels(value: Any, channels: int, image_root: str | None = None) -> np.ndarray:
     """Any supported image value -> uint8 [H, W, channels]."""
     if isinstance(value, Image.Image):
         return _pil_pixels(value, channels)
@@ -340,15 +358,20 @@ def _to_pixels(value: Any, channels: int) -> np.ndarray:
         if value.get("bytes") is not None:
             return _decode_bytes(value["bytes"], channels)
         if value.get("path"):
-            return _decode_file(value["path"], channels)
+            return _decode_file(_under(image_root, value["path"]), channels)
         raise BadSampleError("image entry has neither bytes nor a path")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(value), channels)
     if isinstance(value, (str, os.PathLike)):
-        return _decode_file(value, channels)
+        return _decode_file(_under(image_root, value), channels)
     if value is None:
         raise BadSampleError("image is missing (None)")
     return _array_pixels(value, channels)
+
+
+def _under(image_root: str | None, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    return path if image_root is None or os.path.isabs(path) else os.path.join(image_root, path)
 
 
 def _decode_bytes(data: bytes, channels: int) -> np.ndarray:
