@@ -65,7 +65,9 @@ def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: 
     """One :class:`ViewRecipe` per view: ``num_views`` globals then ``local_views`` locals.
 
     "simclr": every view the same recipe; "byol": two globals with BYOL's asymmetric blur and
-    solarize probabilities (view 1: blur 1.0, solarize 0; view 2: blur 0.1, solarize 0.2).
+    solarize probabilities (view 1: blur 1.0, solarize 0; view 2: blur 0.1, solarize 0.2). Local
+    views (SwAV multi-crop) take the configured probabilities, at ``local_size`` and
+    ``local_crop_scale``.
     """
     settings = config.augment
     strength = settings.jitter_strength
