@@ -113,7 +113,7 @@ class TrainConfig:
     find_unused_parameters: bool = False
     max_steps: int | None = None
     epochs: float | None = None
-    precision: Literal["no", "bf16", "fp16"] = "no"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_accumulation: int = 1
     grad_clip: float | None = None
     compile: bool = False

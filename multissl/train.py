@@ -234,7 +234,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
     tc = recipe.train
     if accelerator is None:
         accelerator = Accelerator(
-            mixed_precision=tc.precision,
+            mixed_precision="no" if tc.precision == "fp32" else tc.precision,
             gradient_accumulation_steps=tc.gradient_accumulation,
             log_with=recipe.logging.trackers or None,
             project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),

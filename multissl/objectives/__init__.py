@@ -16,7 +16,35 @@ __all__ = ["OBJECTIVES", "objective_class", "build_objective", "Objective", "Obj
 
 #: recipe name -> "module:Class"
 OBJECTIVES: dict[str, str] = {
+    # contrastive, joint embedding
     "simclr": "multissl.objectives.simclr:SimCLR",
+    "moco_v2": "multissl.objectives.moco:MoCoV2",
+    "moco_v3": "multissl.objectives.moco:MoCoV3",
+    "nnclr": "multissl.objectives.nnclr:NNCLR",
+    "supcon": "multissl.objectives.supcon:SupCon",
+    # non-contrastive and clustering
+    "byol": "multissl.objectives.byol:BYOL",
+    "simsiam": "multissl.objectives.simsiam:SimSiam",
+    "barlow_twins": "multissl.objectives.barlow_twins:BarlowTwins",
+    "vicreg": "multissl.objectives.vicreg:VICReg",
+    "swav": "multissl.objectives.swav:SwAV",
+    "deepcluster": "multissl.objectives.deepcluster:DeepCluster",
+    # sequence and masked prediction
+    "cpc": "multissl.objectives.cpc:CPC",
+    "mae": "multissl.objectives.mae:MAE",
+    "masked_frames": "multissl.objectives.masked_frames:MaskedFramePrediction",
+    "mlm": "multissl.objectives.mlm:MaskedLanguageModeling",
+    "simcse": "multissl.objectives.simcse:SimCSE",
+    "denoising_autoencoder": "multissl.objectives.autoencoding:DenoisingAutoencoder",
+    "context_encoder": "multissl.objectives.autoencoding:ContextEncoder",
+    # pretext tasks and distillation
+    "rotation": "multissl.objectives.pretext:RotationPrediction",
+    "jigsaw": "multissl.objectives.pretext:JigsawPuzzle",
+    "relative_position": "multissl.objectives.pretext:RelativePosition",
+    "colorization": "multissl.objectives.colorization:Colorization",
+    "distillation": "multissl.objectives.distillation:Distillation",
+    # cross-modal
+    "clip": "multissl.objectives.clip:CLIP",
 }
 
 
