@@ -102,80 +102,73 @@ def _processor_kind(processor: Any) -> str | None:
     return None
 
 
-_SNIPPETS = {
-    "tokenizer": (
-        "AutoTokenizer",
-        "tokenizer",
-        "def embed(texts):\n"
-        "    inputs = tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\")\n"
-        "    with torch.no_grad():\n"
-        "        hidden = model(**inputs).last_hidden_state\n"
-        "{pool}\n\n"
-        "# embeddings = embed([\"A man is playing a guitar.\", \"A woman is slicing an onion.\"])",
-    ),
-    "image": (
-        "AutoImageProcessor",
-        "processor",
-        "def embed(images):  # a list of PIL images\n"
-        "    inputs = processor(images=images, return_tensors=\"pt\")\n"
-        "    with torch.no_grad():\n"
-        "        hidden = model(**inputs).last_hidden_state\n"
-        "{pool}\n\n"
-        "# embeddings = embed([PIL.Image.open(\"photo.jpg\").convert(\"RGB\")])",
-    ),
-    "audio": (
-        "AutoFeatureExtractor",
-        "feature_extractor",
-        "def embed(waveform):  # one mono float waveform at the model's sampling rate\n"
-        "    inputs = feature_extractor(waveform, sampling_rate=feature_extractor.sampling_rate, return_tensors=\"pt\")\n"
-        "    with torch.no_grad():\n"
-        "        hidden = model(**inputs).last_hidden_state\n"
-        "{pool}\n\n"
-        "# embeddings = embed(soundfile.read(\"speech.wav\")[0])",
-    ),
-    "processor": (
-        "AutoProcessor",
-        "processor",
-        "def embed(**raw):\n"
-        "    inputs = processor(**raw, return_tensors=\"pt\")\n"
-        "    with torch.no_grad():\n"
-        "        hidden = model(**inputs).last_hidden_state\n"
-        "{pool}",
-    ),
+#: processor kind -> (Auto class, variable name, the embed function's argument, its input line, an example call)
+_LOADERS = {
+    "tokenizer": ("AutoTokenizer", "tokenizer", "texts",
+                  'inputs = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")',
+                  '# embeddings = embed(["A man is playing a guitar.", "A woman is slicing an onion."])'),
+    "image": ("AutoImageProcessor", "processor", "images",
+              'inputs = processor(images=images, return_tensors="pt")',
+              '# embeddings = embed([PIL.Image.open("photo.jpg").convert("RGB")])'),
+    "audio": ("AutoFeatureExtractor", "feature_extractor", "waveform",
+              'inputs = feature_extractor(waveform, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")',
+              '# embeddings = embed(soundfile.read("speech.wav")[0])  # one mono clip at the model\'s rate'),
+    "processor": ("AutoProcessor", "processor", "**raw", 'inputs = processor(**raw, return_tensors="pt")', ""),
 }
 
+#: architectures whose embedding is the model's own pooler output (global average pool of the last stage)
+_POOLER_MODELS = ("resnet", "convnext", "convnextv2", "regnet", "bit", "efficientnet", "mobilenet_v1", "mobilenet_v2")
 
-def _pool_lines(pooling: str, kind: str | None) -> str:
-    if pooling == "cls":
-        return "    return hidden[:, 0]  # the first token (CLS) is the embedding"
+
+def _pooling_lines(encoder: "Encoder", kind: str | None) -> list[str]:
+    """How ``embed`` turns the model output into ``Features.pooled``, following the domains'
+    encoders: the CLS token; the masked token mean for text; the patch-token mean without CLS for
+    ViTs; the pooler output for convnets; the frame mean of one audio clip."""
+    model_type = getattr(getattr(encoder.model, "config", None), "model_type", "")
+    if model_type in _POOLER_MODELS:
+        return ["    return output.pooler_output.flatten(1)  # global average pool of the last stage"]
+    lines = ["    hidden = output.last_hidden_state"]
+    if encoder.pooling == "cls":
+        return lines + ["    return hidden[:, 0]  # the CLS token"]
     if kind == "tokenizer":
-        return (
-            "    mask = inputs[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)\n"
-            "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1)  # mean over real tokens"
-        )
-    return "    return hidden.mean(dim=1)  # mean over all positions"
+        return lines + ['    mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)',
+                        "    return (hidden * mask).sum(dim=1) / mask.sum(dim=1)  # mean over real tokens"]
+    if kind == "image":
+        return lines + ["    return hidden[:, 1:].mean(dim=1)  # mean over patch tokens (CLS excluded)"]
+    return lines + ["    return hidden.mean(dim=1)  # mean over frames"]
 
 
 def loading_snippet(encoder: "Encoder", name_or_path: str) -> str:
     """Python code that loads the encoder with plain ``transformers`` and defines ``embed(...)``
-    returning the same [B, D] embeddings as ``encoder(...).pooled``.
+    returning the same [B, D] embeddings as ``encoder(...).pooled`` (the tests execute it).
 
-    An encoder can supply its own (``encoder.loading_snippet(name_or_path) -> str``) when its
-    pooling is more than CLS or a mean of the last hidden state.
+    An encoder whose pooling follows none of the conventions of :func:`_pooling_lines` supplies
+    its own: ``encoder.loading_snippet(name_or_path) -> str``.
     """
     custom = getattr(encoder, "loading_snippet", None)
     if callable(custom):
         return custom(name_or_path)
     kind = _processor_kind(encoder.processor)
-    head = "import torch\nfrom transformers import AutoModel"
-    body = f"model = AutoModel.from_pretrained({json.dumps(name_or_path)}).eval()\n"
+    where = json.dumps(name_or_path)
     if kind is None:
-        return head + "\n\n" + body + "# hidden = model(**inputs).last_hidden_state  # pool as in training: " + encoder.pooling
-    auto_class, variable, function = _SNIPPETS[kind]
-    return (
-        f"{head}, {auto_class}\n\n{body}{variable} = {auto_class}.from_pretrained({json.dumps(name_or_path)})\n\n\n"
-        + function.replace("{pool}", _pool_lines(encoder.pooling, kind))
-    )
+        return (f"import torch\nfrom transformers import AutoModel\n\nmodel = AutoModel.from_pretrained({where}).eval()\n"
+                f"# embedding: model(**inputs), pooled as in training ({encoder.pooling})")
+    auto_class, variable, argument, make_inputs, example = _LOADERS[kind]
+    lines = [
+        "import torch",
+        f"from transformers import AutoModel, {auto_class}",
+        "",
+        f"model = AutoModel.from_pretrained({where}).eval()",
+        f"{variable} = {auto_class}.from_pretrained({where})",
+        "",
+        "",
+        f"def embed({argument}):",
+        f"    {make_inputs}",
+        "    with torch.no_grad():",
+        "        output = model(**inputs)",
+        *_pooling_lines(encoder, kind),
+    ]
+    return "\n".join(lines + (["", "", example] if example else []))
 
 
 _TASK_TYPES = {"image": "image-classification", "audio": "audio-classification", "text": "text-classification"}

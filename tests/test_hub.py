@@ -50,7 +50,7 @@ class TinyImageEncoder(Encoder):
     def forward(self, pixel_values, output_hidden_states=False) -> Features:
         out = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states)
         hidden = out.last_hidden_state
-        pooled = hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
+        pooled = hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)  # patch mean, CLS excluded
         return Features(pooled, hidden, None, out.hidden_states)
 
 
@@ -92,48 +92,111 @@ def run_without_multissl(script: str, cwd: Path) -> dict:
 SENTENCES = ["a man is playing guitar", "the dog runs", "a child climbs the stairs in the park"]
 
 
-@pytest.fixture(scope="module")
-def fresh_process_embeddings(tmp_path_factory):
-    """Save three tiny encoders, then embed with each in ONE fresh interpreter that never imports
-    multissl, using only transformers and the card's own loading snippet. Returns, per case, the
-    embeddings the encoder gave here and those the fresh process gave."""
-    root = tmp_path_factory.mktemp("hub_round_trip")
-    generator = torch.Generator().manual_seed(0)
-    image_paths = []
-    for i in range(2):
-        pixels = torch.randint(0, 256, (32, 32, 3), generator=generator, dtype=torch.uint8).numpy()
-        image_paths.append(str(root / f"image{i}.png"))
-        Image.fromarray(pixels).save(image_paths[-1])
+def real_images(shared_data, folder: Path, count: int = 3) -> list[str]:
+    """A few real CIFAR-10 photos written as PNG files (both processes read the same pixels)."""
+    import datasets
 
-    cases, expected = {}, {}
-    for name, encoder, domain in (("text-cls", tiny_text_encoder("cls"), "text"),
-                                  ("text-mean", tiny_text_encoder("mean"), "text"),
-                                  ("image-mean", tiny_image_encoder("mean"), "image")):
-        folder = save_encoder(encoder, root / name, ModelCardInfo(domain=domain))
-        assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    shard = shared_data / "image/cifar10/train-00000-of-00004.parquet"
+    rows = datasets.load_dataset("parquet", data_files=str(shard), split=f"train[:{count}]")
+    paths = []
+    for i, row in enumerate(rows):
+        paths.append(str(folder / f"photo{i}.png"))
+        row["img"].convert("RGB").save(paths[-1])
+    return paths
+
+
+def domain_cases(shared_data, root: Path, image_paths: list[str]):
+    """(name, encoder, kind, embeddings through the domain's own pipeline) for every real domain
+    that is importable: proves the card's snippet reproduces what the probes measured."""
+    from domains import build_domain
+    from domains.base import DataConfig, EncoderConfig
+    from multissl.probes.extract import embed_texts, extract_features
+
+    cases = []
+    try:
+        image = build_domain("image", {"image_size": 32})
+    except ImportError:
+        image = None
+    if image is not None:
+        table = root / "images.csv"
+        table.write_text("image\n" + "\n".join(image_paths) + "\n")
+        for name, architecture, pooling in (("domain-vit-mean", "vit", "mean"), ("domain-vit-cls", "vit", "cls"),
+                                            ("domain-resnet", "resnet", "mean")):
+            encoder = image.build_encoder(EncoderConfig(architecture=architecture, size="tiny", pooling=pooling)).eval()
+            pooled = extract_features(encoder, image, DataConfig(path=str(table), columns={"image": "image"})).pooled
+            cases.append((name, encoder, "image", pooled))
+    try:
+        text = build_domain("text", {"vocab_size": 300})
+    except ImportError:
+        text = None
+    if text is not None:
+        text.load(DataConfig(path=str(shared_data / "text/corpus/tinyshakespeare.txt"), limit=1000))  # learns a tokenizer
+        for pooling in ("mean", "cls"):
+            encoder = text.build_encoder(EncoderConfig(architecture="bert", size="tiny", pooling=pooling)).eval()
+            cases.append((f"domain-bert-{pooling}", encoder, "text", embed_texts(encoder, text, SENTENCES)))
+    try:
+        audio = build_domain("audio", {"max_seconds": None})
+    except ImportError:
+        audio = None
+    if audio is not None:
+        clip_folder = root / "clip"
+        clip_folder.mkdir()
+        source = shared_data / "audio/librispeech_mini/test_db/6476/57446/6476-57446-0019.flac"
+        (clip_folder / source.name).write_bytes(source.read_bytes())
+        encoder = audio.build_encoder(EncoderConfig(architecture="wav2vec2", size="tiny")).eval()
+        pooled = extract_features(encoder, audio, DataConfig(path=str(clip_folder))).pooled
+        cases.append(("domain-wav2vec2", encoder, "audio", pooled))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def fresh_process_embeddings(tmp_path_factory, shared_data):
+    """Save encoders (tiny test wrappers, and the real domains' encoders where importable), then
+    embed with each in ONE fresh interpreter that never imports multissl, using only transformers
+    and the card's own loading snippet. Returns, per case, the embeddings multissl gave and those
+    the fresh process gave."""
+    root = tmp_path_factory.mktemp("hub_round_trip")
+    image_paths = real_images(shared_data, root)
+    audio_path = str(shared_data / "audio/librispeech_mini/test_db/6476/57446/6476-57446-0019.flac")
+
+    def reference(encoder, kind):
         with torch.no_grad():
-            if domain == "text":
+            if kind == "text":
                 inputs = encoder.processor(SENTENCES, padding=True, return_tensors="pt")
             else:
                 inputs = encoder.processor(images=[Image.open(p).convert("RGB") for p in image_paths], return_tensors="pt")
-            expected[name] = encoder(**inputs).pooled
-        cases[name] = {"folder": str(folder), "snippet": card_snippet(folder), "domain": domain}
+            return encoder(**inputs).pooled
+
+    built = [(name, encoder, kind, reference(encoder, kind)) for name, encoder, kind in (
+        ("text-cls", tiny_text_encoder("cls"), "text"), ("text-mean", tiny_text_encoder("mean"), "text"),
+        ("image-mean", tiny_image_encoder("mean"), "image"), ("image-cls", tiny_image_encoder("cls"), "image"))]
+    built += domain_cases(shared_data, root, image_paths)
+
+    cases, expected = {}, {}
+    for name, encoder, kind, pooled in built:
+        folder = save_encoder(encoder, root / name, ModelCardInfo(domain=kind))
+        assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+        expected[name] = pooled
+        cases[name] = {"folder": str(folder), "snippet": card_snippet(folder), "kind": kind}
 
     script = textwrap.dedent(f"""
         import json
+        import soundfile
         from PIL import Image
-        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+        from transformers import AutoModel
         cases = json.loads({json.dumps(cases)!r})
         result = {{}}
         for name, case in cases.items():
             namespace = {{}}
             exec(case["snippet"], namespace)  # the model card's own loading code
-            if case["domain"] == "text":
-                processor = AutoTokenizer.from_pretrained(case["folder"])
+            if case["kind"] == "text":
                 embeddings = namespace["embed"]({SENTENCES!r})
-            else:
-                processor = AutoImageProcessor.from_pretrained(case["folder"])
+            elif case["kind"] == "image":
                 embeddings = namespace["embed"]([Image.open(p).convert("RGB") for p in {image_paths!r}])
+            else:
+                waveform, rate = soundfile.read({audio_path!r}, dtype="float32")
+                embeddings = namespace["embed"](waveform)
+            processor = next(namespace[k] for k in ("tokenizer", "processor", "feature_extractor") if k in namespace)
             result[name] = {{"model": type(AutoModel.from_pretrained(case["folder"])).__name__,
                             "processor": type(processor).__name__, "embeddings": embeddings.tolist()}}
     """)
@@ -141,10 +204,17 @@ def fresh_process_embeddings(tmp_path_factory):
     return {name: (expected[name], fresh[name]) for name in cases}
 
 
-@pytest.mark.parametrize("case, model, processor", [("text-cls", "BertModel", "BertTokenizer"),
-                                                    ("text-mean", "BertModel", "BertTokenizer"),
-                                                    ("image-mean", "ViTModel", "ViTImageProcessor")])
+TINY_CASES = [("text-cls", "BertModel", "BertTokenizer"), ("text-mean", "BertModel", "BertTokenizer"),
+              ("image-mean", "ViTModel", "ViTImageProcessor"), ("image-cls", "ViTModel", "ViTImageProcessor")]
+DOMAIN_CASES = [("domain-vit-mean", "ViTModel", "ViTImageProcessor"), ("domain-vit-cls", "ViTModel", "ViTImageProcessor"),
+                ("domain-resnet", "ResNetModel", "ViTImageProcessor"), ("domain-bert-mean", "BertModel", ""),
+                ("domain-bert-cls", "BertModel", ""), ("domain-wav2vec2", "Wav2Vec2Model", "Wav2Vec2FeatureExtractor")]
+
+
+@pytest.mark.parametrize("case, model, processor", TINY_CASES + DOMAIN_CASES)
 def test_saved_encoder_embeds_the_same_in_a_fresh_process_without_multissl(fresh_process_embeddings, case, model, processor):
+    if case not in fresh_process_embeddings:
+        pytest.skip(f"{case}: its domain is not importable in this checkout")
     expected, fresh = fresh_process_embeddings[case]
     assert fresh["model"] == model
     assert fresh["processor"].startswith(processor)

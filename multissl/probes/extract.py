@@ -243,13 +243,16 @@ def embed_texts(
 
 
 def class_names_of(dataset: Any, column: str | None = None) -> list[str] | None:
-    """Class names from a ``datasets`` ClassLabel column (``column``, or the only ClassLabel one)."""
+    """Class names from a ``datasets`` ClassLabel column: ``column`` if given, else the "label"
+    column (the role name domains rename to), else the only ClassLabel column; None otherwise."""
     features = getattr(dataset, "features", None)
     if not features:
         return None
     from datasets import ClassLabel
 
     candidates = {name: feature for name, feature in features.items() if isinstance(feature, ClassLabel)}
+    if column is None and "label" in candidates:
+        column = "label"
     if column is not None:
         feature = candidates.get(column)
         return list(feature.names) if feature is not None else None
