@@ -181,8 +181,9 @@ def git_commit() -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "multissl/losses", "bench/losses.py")
-    return commit + ("+uncommitted changes in multissl/losses or bench/losses.py" if dirty else "")
+    measured = ("multissl/losses/contrastive.py", "multissl/distributed.py", "bench/losses.py")
+    dirty = git("status", "--porcelain", "--", *measured)
+    return commit + (f"+uncommitted changes in {', '.join(measured)}" if dirty else "")
 
 
 def machine_info() -> dict:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from multissl import distributed
-from multissl.losses import clip_loss, cpc, info_nce, nt_xent, soft_nearest_neighbors, supcon
+from multissl.losses import clip_loss, cpc, cpc_accuracy, info_nce, nt_xent, soft_nearest_neighbors, supcon
 from tests.dist import run_in_processes
 
 SPLITS = [[4, 4], [5, 2]]  # rows per rank; the second leaves the ranks unequal
@@ -29,6 +29,7 @@ def _global_batch(rows: int) -> dict[str, torch.Tensor]:
     mask[1, 3:] = False
     mask[-1, 4:] = False
     predictions, targets = randn(rows, STEPS, OFFSETS, DIM), randn(rows, STEPS, DIM)
+    predictions[:, :-1, 0] += 2 * targets[:, 1:]  # one step ahead is predictable: accuracies not all 0
     predictions[~mask] = float("nan")  # padding holds garbage; it must change nothing
     targets[~mask] = float("nan")
     labels = torch.arange(rows) % 3
@@ -72,6 +73,8 @@ def _run_all_losses(splits: list[list[int]]) -> dict[str, torch.Tensor]:
                 out[f"{key}/grad_{k}"] = local[k].grad / world
             if name == "clip_loss":
                 out[f"{key}/grad_logit_scale"] = local["logit_scale"].grad / world
+        frames = {k: batch[k][start:stop] for k in ("predictions", "targets", "mask")}
+        out[f"{sum(sizes)}/cpc_accuracy"] = cpc_accuracy(frames["predictions"], frames["targets"], frames["mask"])
     return out
 
 
@@ -95,5 +98,8 @@ def test_two_processes_match_one_process_on_the_concatenated_batch():
             if name == "clip_loss":  # a shared parameter: DDP's average of the ranks' gradients
                 averaged = sum(result[f"{key}/grad_logit_scale"] for result in per_rank)
                 torch.testing.assert_close(averaged, reference[f"{key}/grad_logit_scale"], rtol=1e-5, atol=1e-5)
+        for result in per_rank:  # the logged CPC accuracy is the global one on every rank
+            key = f"{sum(sizes)}/cpc_accuracy"
+            torch.testing.assert_close(result[key], reference[key], rtol=0, atol=1e-7)
     # the padded garbage never leaked into a value
     assert all(torch.isfinite(v).all() for result in per_rank for v in result.values())
