@@ -60,11 +60,13 @@ class RecipeError(ValueError):
 @dataclass
 class DomainSpec:
     """One modality the run reads. ``type`` is the domain registry name (defaults to the key the
-    domain has under ``domains``); ``options`` fill the domain's own config dataclass."""
+    domain has under ``domains``); ``options`` fill the domain's own config dataclass; ``data``
+    gives this domain its own dataset instead of the run's (paired by ``Recipe.pairing``)."""
 
     encoder: EncoderConfig
     type: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig | None = None
 
 
 @dataclass
@@ -165,10 +167,15 @@ class HubConfig:
 
 @dataclass
 class Recipe:
+    """``pairing`` says how rows of domains line up: "row" (row i of every domain's data is one
+    example: one captioned dataset, or equally long datasets) or "label" (the first domain's rows
+    lead; the others contribute a row of the same label, e.g. an MNIST image and a spoken digit)."""
+
     data: DataConfig
     domains: dict[str, DomainSpec]
     objectives: list[ObjectiveSpec]
     description: str = ""
+    pairing: Literal["row", "label"] = "row"
     output_dir: str = "runs/default"
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -281,6 +288,8 @@ def _check_paths(recipe: Recipe, source: str) -> None:
             raise RecipeError(f"{source}: key '{key}.path' names {data.path!r}, which does not exist")
 
     check(recipe.data, "data")
+    for name, spec in recipe.domains.items():
+        check(spec.data, f"domains.{name}.data")
     for i, probe in enumerate(recipe.probes):
         check(probe.train_data, f"probes.{i}.train_data")
         check(probe.test_data, f"probes.{i}.test_data")

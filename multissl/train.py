@@ -115,24 +115,59 @@ class StepState:
 
 
 class AlignedRows(torch.utils.data.Dataset):
-    """Row i of every domain's dataset, as {domain key: row}: the rows one step collates.
+    """Row i of the run as {domain key: row}: the rows one step collates.
 
-    Every domain reads its own columns of the same data (``Domain.roles`` picks them from
-    ``data.columns``), so row i of each describes the same example; lengths must agree.
+    pairing="row": every domain reads the same data (each its own column roles, picked by
+    ``Domain.roles``) or its own equally long data; row i of each describes one example.
+    pairing="label": the first domain's rows lead; every other domain contributes a row with the
+    same label, cycling through that label's rows in an order shuffled once by ``seed`` (an MNIST
+    image and a spoken FSDD digit of the same class). The pairing is fixed for the run, so a
+    resumed run sees the same pairs.
     """
 
-    def __init__(self, datasets: dict[str, Any]) -> None:
-        lengths = {name: len(ds) for name, ds in datasets.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"the domains read different numbers of rows {lengths}; rows would not line up")
+    def __init__(self, datasets: dict[str, Any], pairing: str = "row", seed: int = 0) -> None:
         self.datasets = datasets
-        self.length = next(iter(lengths.values()))
+        names = list(datasets)
+        self.length = len(datasets[names[0]])
+        self.index = {names[0]: None}
+        if pairing == "row":
+            lengths = {name: len(ds) for name, ds in datasets.items()}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"the domains read different numbers of rows {lengths}; rows would not line up "
+                                 "(use pairing: label to pair rows of different datasets by their label)")
+            self.index.update({name: None for name in names[1:]})
+            return
+        leading = self._labels(names[0])
+        generator = torch.Generator().manual_seed(seed)
+        for name in names[1:]:
+            labels = self._labels(name)
+            by_label: dict[int, Tensor] = {}
+            for value in labels.unique().tolist():
+                rows = (labels == value).nonzero().flatten()
+                by_label[value] = rows[torch.randperm(len(rows), generator=generator)]
+            missing = sorted(set(leading.unique().tolist()) - set(by_label))
+            if missing:
+                raise ValueError(f"domain {name!r} has no rows with label(s) {missing} to pair with {names[0]!r}")
+            seen: dict[int, int] = {}
+            index = torch.empty(self.length, dtype=torch.long)
+            for position, value in enumerate(leading.tolist()):
+                rows = by_label[value]
+                index[position] = rows[seen.get(value, 0) % len(rows)]
+                seen[value] = seen.get(value, 0) + 1
+            self.index[name] = index
+
+    def _labels(self, name: str) -> Tensor:
+        dataset = self.datasets[name]
+        if "label" not in getattr(dataset, "column_names", []):
+            raise ValueError(f"pairing: label needs a label column in domain {name!r}'s data (data.columns.label)")
+        return torch.as_tensor(dataset["label"], dtype=torch.long)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {name: ds[index] for name, ds in self.datasets.items()}
+        return {name: ds[index if self.index[name] is None else int(self.index[name][index])]
+                for name, ds in self.datasets.items()}
 
 
 class MultiDomainCollate:
@@ -154,7 +189,7 @@ class MultiDomainCollate:
 
 
 def _domain_data(data: DataConfig, domain: Domain) -> DataConfig:
-    """The run's data seen by one domain: only the column roles it reads."""
+    """The data one domain reads: its own, or the run's, with only the column roles it reads."""
     roles = getattr(domain, "roles", None)
     if roles is None:
         return data
@@ -168,8 +203,16 @@ def build_run(recipe: Recipe) -> tuple[dict[str, Domain], Any, dict[str, Encoder
     (a tokenizer trained on the corpus sets the vocabulary size).
     """
     domains = {name: build_domain(spec.type or name, spec.options) for name, spec in recipe.domains.items()}
-    loaded = {name: domain.load(_domain_data(recipe.data, domain)) for name, domain in domains.items()}
-    dataset = AlignedRows(loaded) if not recipe.data.streaming else _zip_streams(loaded)
+    loaded = {
+        name: domain.load(_domain_data(recipe.domains[name].data or recipe.data, domain))
+        for name, domain in domains.items()
+    }
+    if recipe.data.streaming:
+        if recipe.pairing != "row":
+            raise RecipeError("pairing: label needs map-style data; streaming data can only pair rows")
+        dataset = _zip_streams(loaded)
+    else:
+        dataset = AlignedRows(loaded, recipe.pairing, recipe.train.seed)
     encoders = {name: domains[name].build_encoder(spec.encoder) for name, spec in recipe.domains.items()}
     objectives, weights = {}, {}
     for index, spec in enumerate(recipe.objectives):
