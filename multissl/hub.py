@@ -16,6 +16,7 @@ error message.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -301,7 +302,8 @@ def update_model_card(folder: str | Path, encoder: "Encoder", results: list[Prob
     split and metric: the new value wins) and re-render its README.md."""
     folder = Path(folder)
     metadata = read_encoder_metadata(folder)
-    card = ModelCardInfo(**metadata.get("card", {}))
+    known = {f.name for f in dataclasses.fields(ModelCardInfo)} - {"results"}
+    card = ModelCardInfo(**{k: v for k, v in metadata.get("card", {}).items() if k in known})
     previous = load_results(folder / PROBE_RESULTS_FILE)[0] if (folder / PROBE_RESULTS_FILE).is_file() else []
     key = lambda r: (r.probe, r.dataset, r.split, r.metric)
     merged = {key(r): r for r in previous}
