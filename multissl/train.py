@@ -385,7 +385,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
 
     if progress is not None:
         progress.close()
-    encoder_dirs = _save_encoders(accelerator, unwrapped, run_dir)
+    encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step)
     accelerator.end_training()
     return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
 
@@ -435,14 +435,53 @@ def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler
     log.write({"step": state.step, **scalars})
 
 
-def _save_encoders(accelerator: Accelerator, model: SSLModel, run_dir: Path) -> dict[str, Path]:
+def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: dict[str, Domain],
+            run_dir: Path, steps: int) -> dict[str, Path]:
+    """Probe each encoder as the recipe asks, save it in Hugging Face format with its model card
+    (recipe, data, steps, hardware, results), and push it when the recipe says so. Main process."""
+    from multissl.hub import ModelCardInfo, push_to_hub, save_encoder
+    from multissl.probes import results_table, run_probes, save_results
+
     folders = {name: run_dir / "encoders" / name for name in model.encoders}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        recipe_text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
         for name, encoder in model.encoders.items():
-            encoder.save_pretrained(str(folders[name]))
+            results = []
+            encoder.eval()
+            for spec in (p for p in recipe.probes if p.domain == name):
+                results += run_probes([spec.name], encoder, domains[name], spec.train_data, spec.test_data, spec.options,
+                                      device=accelerator.device)
+            if results:
+                save_results(run_dir / f"probe_results_{name}.json", results)
+                accelerator.print(results_table(results))
+            objectives = [o.name for o in recipe.objectives if name in o.domains]
+            card = ModelCardInfo(
+                model_name=recipe.hub.repo_id or f"{Path(recipe.output_dir).name}-{name}",
+                description=recipe.description, domain=recipe.domains[name].type or name,
+                objective=", ".join(objectives), architecture=recipe.domains[name].encoder.architecture,
+                recipe=recipe_text, datasets=[(recipe.domains[name].data or recipe.data).path], steps=steps,
+                hardware=_hardware(accelerator), repo_id=recipe.hub.repo_id, results=results,
+            )
+            save_encoder(encoder, folders[name], card)
+            if recipe.hub.push and recipe.hub.repo_id:
+                repo = recipe.hub.repo_id if len(model.encoders) == 1 else f"{recipe.hub.repo_id}-{name}"
+                url = push_to_hub(folders[name], repo, private=recipe.hub.private, revision=recipe.hub.revision)
+                accelerator.print(f"pushed encoder '{name}' to {url}")
     accelerator.wait_for_everyone()
     return folders
+
+
+def _hardware(accelerator: Accelerator) -> str:
+    device = accelerator.device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        import platform
+
+        name = platform.processor() or platform.machine()
+        name = f"CPU ({name}, {os.cpu_count()} cores)"
+    return f"{accelerator.num_processes} x {name}, precision {accelerator.mixed_precision}"
 
 
 def _flat_config(recipe: Recipe) -> dict[str, Any]:
