@@ -14,7 +14,8 @@ import torch
 from multissl.features import Encoder
 from multissl.losses import nt_xent
 from multissl.modules import ProjectionHead
-from multissl.objectives.base import Objective, ObjectiveOutput, encode_views
+from multissl.objectives.base import Objective, ObjectiveOutput
+from multissl.objectives.gradcache import encode_pooled
 from multissl.views import ViewRequest
 
 
@@ -30,22 +31,25 @@ class SimCLR(Objective):
         head_layers: int = 2,
         temperature: float = 0.5,
         policy: str | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         """head_layers=2 is SimCLR's head, 3 SimCLRv2's; hidden_dim defaults to the encoder width;
-        ``policy`` names the domain's augmentation policy (None: the domain's default)."""
+        ``policy`` names the domain's augmentation policy (None: the domain's default);
+        ``chunk_size`` encodes that many rows at a time with GradCache (memory-bound batches)."""
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=head_layers)
         self.temperature = temperature
         self.policy = policy
+        self.chunk_size = chunk_size
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
         options = {"num_views": 2} if self.policy is None else {"num_views": 2, "policy": self.policy}
         return (ViewRequest("augmented", options),)
 
     def forward(self, views) -> ObjectiveOutput:
-        first, second = encode_views(self.encoder, views["views"][:2])
+        first, second = encode_pooled(self.encoder, views["views"][:2], self.chunk_size)
         # one head call on both views, so its batch norm sees them together (as the reference)
-        z1, z2 = self.head(torch.cat([first.pooled, second.pooled])).chunk(2)
+        z1, z2 = self.head(torch.cat([first, second])).chunk(2)
         loss = nt_xent(z1, z2, temperature=self.temperature)
         return ObjectiveOutput(loss=loss, logs={"temperature": self.temperature}, embeddings=(z1, z2))
