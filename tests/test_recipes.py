@@ -7,6 +7,7 @@ A recipe that needs other stand-in data names it in ``SPECIAL_DATA`` below.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def _stand_in_data(domain_types: frozenset[str], shared: Path) -> tuple[list[str
         data = {"path": f"{shared}/text/corpus/multi30k_captions.txt", "columns": {}}
     elif domain_types == {"image", "text"}:
         data = {"path": f"{shared}/pairs/flickr8k_1k/captions.csv", "columns": {"image": "image", "text": "caption"}}
+        image = {**image, "image_root": f"{shared}/pairs/flickr8k_1k/images"}  # the CSV names files in images/
     else:
         pytest.skip(f"no stand-in data for domains {sorted(domain_types)} yet")
     return data, {"image": image, "audio": audio, "text": text}
@@ -39,6 +41,13 @@ def _stand_in_data(domain_types: frozenset[str], shared: Path) -> tuple[list[str
 
 #: recipe stem -> data mapping to use instead of the generic stand-in (e.g. labelled pairs)
 SPECIAL_DATA: dict[str, dict] = {}
+
+
+#: recipe stem -> "module:function" preparing what a recipe needs beside data (e.g. a distillation
+#: teacher); called with (shared data folder, a scratch folder), it returns extra overrides
+SPECIAL_SETUP: dict[str, str] = {
+    "distillation-image": "tests.test_objective_distillation:recipe_teacher_overrides",
+}
 
 
 def _tiny_overrides(path: Path, shared: Path, output_dir: Path) -> list[str]:
@@ -81,7 +90,11 @@ def test_recipe_parses_as_shipped(path):
 def test_recipe_runs_two_tiny_steps(path, shared_data, tmp_path):
     from multissl.train import train
 
-    recipe = load_recipe(path, _tiny_overrides(path, shared_data, tmp_path / "run"))
+    overrides = _tiny_overrides(path, shared_data, tmp_path / "run")
+    if path.stem in SPECIAL_SETUP:
+        module, function = SPECIAL_SETUP[path.stem].split(":")
+        overrides += getattr(importlib.import_module(module), function)(shared_data, tmp_path / "setup")
+    recipe = load_recipe(path, overrides)
     result = train(recipe, str(path))
     assert result.steps == 2
     assert all(l == l and abs(l) != float("inf") for l in result.losses), result.losses
