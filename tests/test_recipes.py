@@ -40,7 +40,10 @@ def _stand_in_data(domain_types: frozenset[str], shared: Path) -> tuple[list[str
 
 
 #: recipe stem -> data mapping to use instead of the generic stand-in (e.g. labelled pairs)
-SPECIAL_DATA: dict[str, dict] = {}
+SPECIAL_DATA: dict[str, dict] = {
+    "simcse-text-supervised": {"path": f"{Path(__file__).resolve().parents[2]}/shared/data/text/stsb/sts-train.csv",
+                               "columns": {"text": "sentence1", "text_pair": "sentence2"}},
+}
 
 
 #: recipe stem -> "module:function" preparing what a recipe needs beside data (e.g. a distillation
