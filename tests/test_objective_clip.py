@@ -16,7 +16,7 @@ from multissl.objectives import build_objective
 from multissl.objectives.clip import zero_shot_classifier, zero_shot_predict
 from tests.conftest import SHARED_DATA
 from tests.objective_harness import (
-    Setup, assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch,
+    Setup, assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,
 )
 
 PAIRS = "pairs/flickr8k_1k"
@@ -144,6 +144,25 @@ def test_clip_with_a_queue_two_processes_equal_one(pairs):
     """The queue is global (enqueue gathers every rank's rows), so the loss over batch + queue is too."""
     views = pair_views(build_clip_with_queue(), 12, seed=6)
     distributed_equivalence(build_clip_with_queue, views, sizes=[5, 7])
+
+
+@pytest.mark.slow
+def test_clip_pairs_images_with_spoken_digits(shared_data):
+    """Domain-agnostic: CIFAR-10 images (ConvNeXt) paired with FSDD recordings (wav2vec2) of the
+    same class index, one pair per class 0-7: CLIP must learn to match the 8 pairs."""
+    image = tiny_setup("image", shared_data, rows=64)
+    audio = tiny_setup("audio", shared_data, rows=3000)
+
+    def one_per_class(setup):
+        labels = setup.dataset["label"]
+        return Setup(setup.domain, setup.dataset.select([labels.index(c) for c in range(8)]), setup.encoder)
+
+    image, audio = one_per_class(image), one_per_class(audio)
+    objective = build_objective("clip", [image.encoder, audio.encoder], {"projection_dim": 16})
+    batches = [raw_batch(image, 8), raw_batch(audio, 8)]
+    assert torch.equal(batches[0]["labels"], batches[1]["labels"])
+    losses = overfit(objective, [image, audio], batches, steps=20, lr=3e-3)
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.7, losses  # chance: log 8 = 2.08
 
 
 def test_zero_shot_classifier_on_a_case_with_a_known_answer(pairs):

@@ -99,7 +99,8 @@ def load_teacher(folder: str | Path, like: Encoder) -> tuple[Encoder, nn.Linear]
     # one); the teacher's is built the same way, so every weight it has comes from the folder
     extra = {"add_pooling_layer": False} if getattr(like.model, "pooler", "none") is None else {}
     model, report = model_class.from_pretrained(str(folder), config=config, output_loading_info=True, **extra)
-    problems = {k: sorted(map(str, report.get(k) or ())) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    problems = {key: sorted(map(str, report.get(key) or ()))
+                for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if any(problems.values()):
         raise ValueError(f"teacher weights in {folder} do not fit a {model_class.__name__}: "
                          f"{ {k: v[:5] for k, v in problems.items() if v} }")
