@@ -14,6 +14,7 @@ from domains import EncoderConfig, build_domain
 from multissl import distributed
 from multissl.modules import SplitBatchNorm
 from multissl.objectives import build_objective
+from multissl.objectives.metrics import positive_accuracy
 from tests.dist import run_in_processes
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, slice_rows, tiny_setup,
@@ -110,12 +111,28 @@ def _contrastive_term(query, positive, candidates, temperature):
     return -(_cosine(query, positive) / temperature - math.log(sum(math.exp(s) for s in scores)))
 
 
+def test_positive_accuracy_counts_queries_whose_own_key_beats_every_candidate():
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(8, 5, generator=generator)
+    key = torch.randn(8, 5, generator=generator)
+    key[:5] = 3 * query[:5] + 0.1 * torch.randn(5, 5, generator=generator)  # 5 easy positives
+    negatives = torch.randn(20, 5, generator=generator)
+    negatives[0] = query[1]  # a queued copy of query 1 beats its positive
+    candidates = list(key) + list(negatives)
+    expected = sum(max(range(28), key=lambda j: _cosine(query[i], candidates[j])) == i for i in range(8)) / 8
+    assert 0 < expected < 1
+    assert float(positive_accuracy(query, key, negatives)) == pytest.approx(expected)
+    in_batch = sum(max(range(8), key=lambda j: _cosine(query[i], key[j])) == i for i in range(8)) / 8
+    assert float(positive_accuracy(query, key)) == pytest.approx(in_batch)
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_moco_v2_loss_is_equation_1_with_the_queue_and_enqueues_the_keys(image, symmetric):
     objective = _fresh(image, "moco_v2", {**V2_OPTIONS, "symmetric": symmetric}, "convnext")
     views = make_views(objective, [image], [raw_batch(image, 6)], seed=1)
     queue = objective.queue.keys.clone()
-    loss = objective(*views).loss
+    out = objective(*views)
+    loss = out.loss
     first, second = views[0]["views"][:2]
     with torch.no_grad():  # no batch norm anywhere (ConvNeXt, MoCo v2's head): the same values again
         q1, q2 = objective.query_network([first, second])
@@ -129,6 +146,11 @@ def test_moco_v2_loss_is_equation_1_with_the_queue_and_enqueues_the_keys(image, 
     enqueued = torch.cat([k2, k1] if symmetric else [k2])
     torch.testing.assert_close(objective.queue.keys[: len(enqueued)], F.normalize(enqueued, dim=1))
     torch.testing.assert_close(objective.queue.keys[len(enqueued):], queue[len(enqueued):])
+    # logs: the fraction of queries whose own key beats every other candidate, and the queue's fill
+    candidates = list(k2) + list(queue)
+    correct = [max(range(len(candidates)), key=lambda j: _cosine(q1[i], candidates[j])) == i for i in range(6)]
+    assert float(out.logs["positive_accuracy"]) == pytest.approx(sum(correct) / 6)
+    assert float(out.logs["queue_fill"]) == pytest.approx(len(enqueued) / V2_OPTIONS["queue_size"])
 
 
 def test_moco_v3_loss_is_two_tau_times_the_symmetrised_in_batch_loss(image):

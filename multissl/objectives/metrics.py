@@ -21,14 +21,15 @@ def positive_accuracy(query: Tensor, key: Tensor, negatives: Tensor | None = Non
     scores. A query counts as correct when its positive has the highest cosine similarity (ties go
     to the lower column). Returns a 0-d float32 tensor, equal on every process; no host sync.
     Near 1 early in training means the task is too easy (a shortcut, e.g. batch-norm leakage).
+    Scores are float32 even under autocast, as the loss's are.
     """
-    query, key = F.normalize(query.float(), dim=1), F.normalize(key.float(), dim=1)
-    scores = query @ gather_no_grad(key).T
-    positives = rank_offset(query.shape[0], query.device) + torch.arange(query.shape[0], device=query.device)
-    best_key = scores.argmax(dim=1)
-    correct = best_key == positives
-    if negatives is not None and negatives.shape[0] > 0:
-        best_negative = (query @ F.normalize(negatives.float(), dim=1).T).amax(dim=1)
-        correct &= scores.gather(1, positives[:, None]).squeeze(1) >= best_negative
+    with torch.autocast(query.device.type, enabled=False):
+        query, key = F.normalize(query.float(), dim=1), F.normalize(key.float(), dim=1)
+        scores = query @ gather_no_grad(key).T
+        positives = rank_offset(query.shape[0], query.device) + torch.arange(query.shape[0], device=query.device)
+        correct = scores.argmax(dim=1) == positives
+        if negatives is not None and negatives.shape[0] > 0:
+            best_negative = (query @ F.normalize(negatives.float(), dim=1).T).amax(dim=1)
+            correct &= scores.gather(1, positives[:, None]).squeeze(1) >= best_negative
     totals = all_reduce_sum(torch.stack([correct.sum().float(), torch.tensor(float(query.shape[0]), device=query.device)]))
     return totals[0] / totals[1].clamp_min(1.0)

@@ -29,10 +29,12 @@ def nearest_neighbours(embeddings: Tensor, support: Tensor) -> Tensor:
 
     Both are compared as unit vectors, so the highest cosine similarity is the smallest Euclidean
     distance of the paper's ``NN(z, Q) = argmin_q ||z - q||_2``. Returns unit vectors [N, D], no
-    gradient (the look-up is not differentiable).
+    gradient (the look-up is not differentiable). Similarities are float32 even under autocast, so
+    bf16 rounding does not pick the neighbour.
     """
-    support = F.normalize(support.float(), dim=1)
-    closest = (F.normalize(embeddings.float(), dim=1) @ support.T).argmax(dim=1)
+    with torch.autocast(embeddings.device.type, enabled=False):
+        support = F.normalize(support.float(), dim=1)
+        closest = (F.normalize(embeddings.float(), dim=1) @ support.T).argmax(dim=1)
     return support[closest]
 
 
