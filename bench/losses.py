@@ -27,14 +27,10 @@ import argparse
 import ctypes
 import ctypes.util
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -45,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._common import alternate_timings, describe_machine, machine_info, write_results  # noqa: E402
 from multissl.losses import clip_loss, info_nce, nt_xent  # noqa: E402
 
 LOSSES = ("nt_xent", "info_nce_queue", "clip_loss")
@@ -138,14 +135,7 @@ def measure_memory(loss: str, batch: int, dim: int, variant: str, queue: int) ->
 def time_pair(loss: str, batch: int, dim: int, queue: int, repetitions: int) -> tuple[list[float], list[float]]:
     """Wall times (ms) of the loss and its floor, alternating, after one warm-up each."""
     steps = {variant: build_step(loss, batch, dim, variant, queue) for variant in ("loss", "floor")}
-    samples: dict[str, list[float]] = {"loss": [], "floor": []}
-    for variant in steps:
-        steps[variant]()
-    for _ in range(repetitions):
-        for variant, step in steps.items():
-            start = time.perf_counter()
-            step()
-            samples[variant].append((time.perf_counter() - start) * 1e3)
+    samples = alternate_timings(steps, repetitions, warmup=1)
     return samples["loss"], samples["floor"]
 
 
@@ -162,42 +152,11 @@ class CaseResult:
     loss_peak_mib: float
     floor_peak_mib: float
     memory_ratio: float
-    loss_ms: list[float]
-    floor_ms: list[float]
+    loss_ms_samples: list[float]
+    floor_ms_samples: list[float]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    measured = ("multissl/losses/contrastive.py", "multissl/distributed.py", "bench/losses.py")
-    dirty = git("status", "--porcelain", "--", *measured)
-    return commit + (f"+uncommitted changes in {', '.join(measured)}" if dirty else "")
-
-
-def machine_info() -> dict:
-    return {
-        "cpu_model": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "git_commit": git_commit(),
-        "load_average_at_start": os.getloadavg(),
-    }
+MEASURED = ("multissl/losses/contrastive.py", "multissl/distributed.py", "bench/losses.py")
 
 
 def main() -> None:
@@ -219,9 +178,8 @@ def main() -> None:
 
     batches, dims, queue = ((256,), (128,), 4096) if args.quick else ((256, 1024, 4096), (128, 512), QUEUE)
     output = args.output or (None if args.quick else ROOT / "bench" / "results" / "losses.json")
-    info = machine_info()
-    print(f"{info['cpu_model']}, {info['logical_cores']} cores, torch {info['torch']} "
-          f"({info['torch_threads']} threads), load {info['load_average_at_start'][0]:.1f}")
+    info = machine_info(MEASURED)
+    print(describe_machine(info))
     print(f"{'loss':<16}{'batch':>6}{'dim':>5}{'loss ms':>10}{'floor ms':>10}{'ratio':>7}"
           f"{'loss MiB':>10}{'floor MiB':>10}{'ratio':>7}")
     results = []
@@ -240,34 +198,39 @@ def main() -> None:
                     time_ratio=round(statistics.median(loss_ms) / statistics.median(floor_ms), 3),
                     loss_peak_mib=round(loss_mib, 1), floor_peak_mib=round(floor_mib, 1),
                     memory_ratio=round(loss_mib / max(floor_mib, 1e-9), 3),
-                    loss_ms=[round(t, 2) for t in loss_ms], floor_ms=[round(t, 2) for t in floor_ms],
+                    loss_ms_samples=[round(t, 2) for t in loss_ms],
+                    floor_ms_samples=[round(t, 2) for t in floor_ms],
                 )
                 results.append(result)
                 print(f"{loss:<16}{batch:>6}{dim:>5}{result.loss_ms_median:>10.1f}{result.floor_ms_median:>10.1f}"
                       f"{result.time_ratio:>7.2f}{result.loss_peak_mib:>10.1f}{result.floor_peak_mib:>10.1f}"
                       f"{result.memory_ratio:>7.2f}", flush=True)
-    info["load_average_at_end"] = os.getloadavg()
     print("time: median wall ms of forward + backward; memory: peak resident set (VmHWM) of one step above "
           "the resident set before it, in a fresh subprocess per case after a warm-up step")
     if output is not None:
-        report = {
-            "benchmark": "bench/losses.py",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": info,
-            "settings": {
+        write_results(
+            output, benchmark="bench/losses.py", title="Contrastive loss kernels against their matmul floor",
+            kind="speed", machine=info,
+            description="Forward + backward wall time (median) and peak memory of multissl's contrastive losses "
+            "against the similarity matmul(s) each needs and their backward (the floor), float32 on the CPU. "
+            "Ratios are loss / floor: 1.0 would be a loss costing nothing beyond its matmuls.",
+            seeds={"inputs": 0},
+            budget={"quick": bool(args.quick), "warmup_repetitions": 1,
+                    "repetitions": args.repetitions or ("3" if args.quick else "7 (batch <= 1024), 3 (batch 4096)")},
+            settings={
                 "dtype": "float32", "queue": queue, "temperature": TEMPERATURE, "logit_scale": LOGIT_SCALE,
-                "warmup_repetitions": 1, "timing": "time.perf_counter around forward + backward; loss and floor "
-                "alternate each repetition; medians",
+                "timing": "time.perf_counter around forward + backward; loss and floor alternate each repetition; "
+                "medians",
                 "memory_method": "fresh subprocess per case and variant: warm-up step, malloc_trim, VmHWM "
                 "reset via /proc/self/clear_refs, then VmHWM after one step minus VmRSS before it",
                 "floor": "the similarity matmul(s) each loss needs and their backward; incoming gradients "
                 "allocated beforehand",
             },
-            "results": [asdict(r) for r in results],
-        }
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
+            notes=["The floor is not a peer: a loss is always at least its floor; the ratio says how much the "
+                   "softmax, normalisation and bookkeeping add."],
+            key_columns=("loss", "batch", "dim"),
+            rows=[asdict(r) for r in results],
+        )
 
 
 if __name__ == "__main__":
