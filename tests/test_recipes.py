@@ -31,6 +31,8 @@ def _stand_in_data(domain_types: frozenset[str], shared: Path) -> tuple[list[str
         data = {"path": f"{shared}/audio/fsdd/recordings", "columns": {"label": "label"}}
     elif domain_types == {"text"}:
         data = {"path": f"{shared}/text/corpus/multi30k_captions.txt", "columns": {}}
+    elif domain_types == {"image", "audio"}:  # paired by label: the image domain's data leads
+        data = {"path": f"{shared}/image/mnist/t10k-images-idx3-ubyte.gz", "columns": {"image": "image", "label": "label"}}
     elif domain_types == {"image", "text"}:
         data = {"path": f"{shared}/pairs/flickr8k_1k/captions.csv", "columns": {"image": "image", "text": "caption"}}
         image = {**image, "image_root": f"{shared}/pairs/flickr8k_1k/images"}  # the CSV names files in images/
@@ -71,6 +73,10 @@ def _tiny_overrides(path: Path, shared: Path, output_dir: Path) -> list[str]:
     for name, spec in raw["domains"].items():
         kind = (spec or {}).get("type") or name
         overrides += [f"domains.{name}.encoder.size=tiny", f"domains.{name}.encoder.name_or_path=null"]
+        if (spec or {}).get("data"):  # a domain reading its own dataset gets its own stand-in
+            own, _ = _stand_in_data(frozenset({kind}), shared)
+            overrides += [f"domains.{name}.data.path={own['path']}", f"domains.{name}.data.limit=null",
+                          f"domains.{name}.data.columns={yaml.safe_dump(own['columns'], default_flow_style=True).strip()}"]
         for key, value in options[kind].items():
             overrides.append(f"domains.{name}.options.{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
     return overrides
