@@ -140,3 +140,34 @@ def test_gradcache_under_distributed_data_parallel(shared_data):
         torch.testing.assert_close(result["loss"], loss, atol=1e-5, rtol=1e-4)
         for name, grad in grads.items():
             torch.testing.assert_close(result["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def build_supcon(chunk_size=None):
+    torch.manual_seed(0)
+    encoder = build_domain("image", {"image_size": 16}).build_encoder(EncoderConfig("convnext", "tiny"))
+    return build_objective("supcon", [encoder], {"projection_dim": 16, "chunk_size": chunk_size})
+
+
+def test_supcon_gradients_equal_the_full_batch(shared_data):
+    setup = tiny_setup("image", shared_data, rows=12)
+    views = make_views(build_supcon(), [setup], [raw_batch(setup, 12)], seed=2)
+    plain, cached = build_supcon(None), build_supcon(5)
+    _assert_same(_loss_and_grads(plain, lambda: plain(*views).loss),
+                 _loss_and_grads(cached, lambda: cached(*views).loss))
+
+
+def test_simcse_gradients_equal_the_full_batch(shared_data):
+    """Dropout off here, so the plain one-call pass and the chunked passes draw nothing random;
+    the dropout replay itself is tested above."""
+    setup = tiny_setup("text", shared_data, rows=12)
+    overrides = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+    def build(chunk_size):
+        torch.manual_seed(0)
+        encoder = setup.domain.build_encoder(EncoderConfig("bert", "tiny", overrides=overrides))
+        return build_objective("simcse", [encoder], {"chunk_size": chunk_size})
+
+    views = make_views(build(None), [setup], [raw_batch(setup, 12)], seed=3)
+    plain, cached = build(None), build(5)
+    _assert_same(_loss_and_grads(plain, lambda: plain(*views).loss),
+                 _loss_and_grads(cached, lambda: cached(*views).loss))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from multissl.modules import MomentumEncoder, cosine_momentum
-from multissl.objectives.base import encode_views
+from multissl.objectives.gradcache import encode_pooled
 
 __all__ = ["ProjectedEncoder", "MomentumTeacher"]
 
@@ -31,15 +31,17 @@ class ProjectedEncoder(nn.Module):
     returns one projection ``[B, out_dim]`` per view. Views of equal shapes share one encoder call
     (:func:`encode_views`) and all views share one head call, so batch norm anywhere in the network
     normalises the views together, as SimCLR's reference does. Outputs are not normalised.
+    ``chunk_size`` routes the encoder through GradCache (that many rows per encoder call).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module, chunk_size: int | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.chunk_size = chunk_size
 
     def forward(self, views: list[dict[str, Any]]) -> list[Tensor]:
-        pooled = [features.pooled for features in encode_views(self.encoder, views)]
+        pooled = encode_pooled(self.encoder, views, self.chunk_size)
         return list(self.head(torch.cat(pooled)).split([p.shape[0] for p in pooled]))
 
 

@@ -28,7 +28,8 @@ from torch import nn
 from multissl.distributed import gather_with_grad
 from multissl.features import Encoder
 from multissl.losses import info_nce
-from multissl.objectives.base import Objective, ObjectiveOutput, encode_views
+from multissl.objectives.base import Objective, ObjectiveOutput
+from multissl.objectives.gradcache import encode_pooled
 from multissl.views import ViewRequest
 
 __all__ = ["SimCSE"]
@@ -44,13 +45,16 @@ class SimCSE(Objective):
         temperature: float = 0.05,
         mlp: bool = True,
         policy: str | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         """policy: the text domain's augmentation policy; None is its default ("dropout":
-        unsupervised SimCSE), "pair" is supervised SimCSE on pair columns (+ hard negatives)."""
+        unsupervised SimCSE), "pair" is supervised SimCSE on pair columns (+ hard negatives).
+        ``chunk_size`` encodes that many rows at a time with GradCache (dropout replayed exactly)."""
         super().__init__()
         self.encoder = encoder
         self.temperature = temperature
         self.policy = policy
+        self.chunk_size = chunk_size
         self.mlp = nn.Sequential(nn.Linear(encoder.dim, encoder.dim), nn.Tanh()) if mlp else nn.Identity()
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
@@ -66,7 +70,7 @@ class SimCSE(Objective):
         if not 2 <= len(inputs) <= 3:
             raise ValueError(f"SimCSE takes 2 views (or anchor, positive, hard negative), got {len(inputs)}")
         # one encoder call for every view (equal shapes), so the rows share nothing but the weights
-        pooled = [self.mlp(features.pooled) for features in encode_views(self.encoder, inputs)]
+        pooled = [self.mlp(rows) for rows in encode_pooled(self.encoder, inputs, self.chunk_size)]
         anchors, positives = pooled[0], pooled[1]
         hard_negatives = gather_with_grad(pooled[2]) if len(pooled) == 3 else None
         loss = info_nce(anchors, positives, negatives=hard_negatives, temperature=self.temperature)

@@ -44,14 +44,16 @@ class SupCon(Objective):
         num_views: int = 2,
         temperature: float = 0.1,
         policy: str | None = None,
+        chunk_size: int | None = None,
     ) -> None:
+        """``chunk_size`` encodes that many rows at a time with GradCache (memory-bound batches)."""
         super().__init__()
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=2, batch_norm=False)
-        self.network = ProjectedEncoder(encoder, head)
+        self.network = ProjectedEncoder(encoder, head, chunk_size)
         self.num_views, self.temperature, self.policy = num_views, temperature, policy
 
     @property
