@@ -40,6 +40,7 @@ def test_byol_overfits_images_and_round_trips_its_target(shared_data):
     assert_state_round_trip(objective, build_byol)
 
 
+@pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
 def test_byol_overfits_text_with_the_domain_default_views(shared_data):
     setup = tiny_setup("text", shared_data, rows=16)
     objective = build_objective("byol", [setup.encoder], {"projection_dim": 16, "hidden_dim": 32})

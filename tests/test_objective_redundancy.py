@@ -63,6 +63,7 @@ def test_vicreg_overfits_images_and_round_trips(shared_data):
     assert_state_round_trip(objective, build_vicreg)
 
 
+@pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
 def test_barlow_twins_overfits_text(shared_data):
     setup = tiny_setup("text", shared_data, rows=16)
     objective = build_objective("barlow_twins", [setup.encoder], BARLOW_OPTIONS)

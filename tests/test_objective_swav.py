@@ -179,6 +179,7 @@ def test_swav_overfits_images_with_multicrop_and_a_queue_and_round_trips(image_s
     assert_state_round_trip(objective, build_swav)
 
 
+@pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
 def test_swav_overfits_text(shared_data):
     setup = tiny_setup("text", shared_data, rows=16)
     objective = build_objective("swav", [setup.encoder], {"projection_dim": 16, "hidden_dim": 32, "num_prototypes": 8,
