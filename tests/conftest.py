@@ -17,7 +17,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def pytest_configure(config):
+    # One thread per test process: most tensors here are tiny, where thread start-up costs more
+    # than it saves, and `make test` runs two pytest workers on a 2-core machine.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield

@@ -18,13 +18,6 @@ from multissl.probes.classification import (
     linear_probe,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-sync overhead on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL_GRID = dict(weight_decays=(1e-4, 1e-2), max_iter=60)

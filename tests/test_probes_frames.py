@@ -9,12 +9,6 @@ from torch.nn.utils.rnn import pad_sequence
 from multissl.probes.frames import combine_layers, flatten_frames, frame_probe, stack_layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def phone_segments(shared_data, length: int = 150) -> list[torch.Tensor]:

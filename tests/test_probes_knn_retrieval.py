@@ -11,12 +11,6 @@ from multissl.probes.knn import knn_classify, knn_predict
 from multissl.probes.retrieval import retrieval_recall, zero_shot_classifier, zero_shot_classify
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def naive_knn(train, train_labels, queries, k, temperature, num_classes):

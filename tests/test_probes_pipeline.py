@@ -31,12 +31,6 @@ from multissl.views import ViewRequest
 from tests.test_hub import TinyImageEncoder, TinyTextEncoder, tiny_image_encoder, tiny_text_encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------

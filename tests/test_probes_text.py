@@ -24,12 +24,6 @@ from multissl.probes.text import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def bag_of_words(sentences: list[str], dim: int = 512) -> torch.Tensor:
