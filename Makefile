@@ -18,11 +18,11 @@ setup: $(STAMP)
 
 # The whole suite, the multi-process and resume tests included (what CI runs).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Skip the slow multi-process and real-data runs while iterating.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # The main job: a real self-supervised run on scikit-learn's digits, then a probe table.
 demo: $(STAMP)
