@@ -31,3 +31,24 @@ def test_simclr_two_processes_equal_one(shared_data):
     objective = build_simclr()
     views = make_views(objective, [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(build_simclr, views, sizes=[7, 5])
+
+
+def test_simclrv2_fine_tunes_from_the_middle_of_its_head(shared_data):
+    from multissl.probes.classification import fine_tune
+    from multissl.views import ViewRequest
+
+    setup = tiny_setup("image", shared_data, rows=16)
+    objective = build_objective("simclr", [setup.encoder], {"head_layers": 3, "hidden_dim": 24, "projection_dim": 8})
+    network = objective.encoder_with_head(up_to=1)
+    batch = raw_batch(setup, 16)
+    inputs = setup.domain.make_views(batch, ViewRequest("plain"), torch.Generator())["inputs"]
+    network.eval()
+    objective.eval()
+    features = network(**inputs).pooled
+    assert features.shape == (16, 24)
+    # the same numbers as running the head's first layer by hand
+    torch.testing.assert_close(features, objective.head(setup.encoder(**inputs).pooled, up_to=1))
+    before = objective.head.layers[0][0].weight.detach().clone()
+    fine_tune(network, lambda b, g: setup.domain.make_views(b, ViewRequest("plain"), g)["inputs"], [batch],
+              num_classes=10, epochs=2, learning_rate=1e-2)
+    assert not torch.equal(objective.head.layers[0][0].weight, before), "the head's first layer is fine-tuned too"

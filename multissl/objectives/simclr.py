@@ -5,13 +5,19 @@ Chen, Kornblith, Swersky, Norouzi, Hinton 2020 ("SimCLRv2": 3 layers, fine-tune 
 Works on any domain that makes ``augmented`` views.
 
     x -> two augmented views -> encoder f -> h (pooled) -> head g -> z -> nt_xent(z1, z2)
+
+SimCLRv2 fine-tunes from the middle of its 3-layer head rather than from h (section 2.2):
+:meth:`SimCLR.encoder_with_head` gives that network (f then the first k head layers) as an
+``Encoder``, which ``multissl.probes.fine_tune`` (or any probe) takes as it is.
 """
 
 from __future__ import annotations
 
 import torch
 
-from multissl.features import Encoder
+from torch import nn
+
+from multissl.features import Encoder, Features
 from multissl.losses import nt_xent
 from multissl.modules import ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
@@ -53,3 +59,23 @@ class SimCLR(Objective):
         z1, z2 = self.head(torch.cat([first, second])).chunk(2)
         loss = nt_xent(z1, z2, temperature=self.temperature)
         return ObjectiveOutput(loss=loss, logs={"temperature": self.temperature}, embeddings=(z1, z2))
+
+    def encoder_with_head(self, up_to: int = 1) -> "HeadedEncoder":
+        """f followed by the first ``up_to`` head layers, sharing their weights (SimCLRv2's
+        fine-tuning network: ``up_to=1`` of the 3-layer head is the paper's choice)."""
+        return HeadedEncoder(self.encoder, self.head.truncated(up_to), self.head.hidden_dim if up_to < self.head.num_layers
+                             else self.head.out_dim)
+
+
+class HeadedEncoder(Encoder):
+    """An encoder whose pooled features pass through (part of) a projection head: [B, dim]."""
+
+    def __init__(self, encoder: Encoder, head: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.encoder, self.head, self.dim = encoder, head, dim
+        self.model, self.processor, self.pooling = encoder.model, encoder.processor, encoder.pooling
+
+    def forward(self, **inputs) -> Features:
+        features = self.encoder(**inputs)
+        return Features(pooled=self.head(features.pooled), sequence=features.sequence, mask=features.mask,
+                        hidden_states=features.hidden_states)
