@@ -128,7 +128,8 @@ def git_state(measured: Sequence[str] = ("multissl", "domains", "bench")) -> tup
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    changed = git("diff", "--name-only", "HEAD", "--", *measured)  # staged or not, against HEAD
+    # staged or not, against HEAD; results files are outputs, not measured code
+    changed = git("diff", "--name-only", "HEAD", "--", *measured, ":(exclude)bench/results", ":(exclude)bench/RESULTS.md")
     return commit, sorted({line.strip() for line in changed.splitlines() if line.strip()})
 
 

@@ -137,7 +137,7 @@ def loss_sentences(data: Mapping[str, Any]) -> list[str]:
         ratio = loss["ours"] / loss["theirs"] if loss["theirs"] else float("inf")
         factor = ratio if loss["better"] == "lower" else (1 / ratio if ratio else float("inf"))
         if data["kind"] == "speed":
-            word = "slower" if loss["better"] == "lower" else "lower"
+            word = "slower" if loss["better"] == "lower" else "lower (higher is better)"
             where = _row_name(row, data.get("key_columns", ()))
             sentences.append(
                 f"- **multissl loses** ({where}): {loss['multissl']} {cell(loss['ours'])} vs {loss['metric']} "
