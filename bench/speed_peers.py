@@ -73,6 +73,10 @@ NOTES = {
         "with little work."
     ),
 }
+#: Appended to every note: on a shared machine the load, not the code, can decide a row.
+LOAD_CAVEAT = (" The three steps alternate, but load that changes within a repetition still moves single rows: a "
+               "row whose ratio stands apart from its neighbours' is more likely load than code (see the load "
+               "averages in the header).")
 #: A case with almost no arithmetic: its time is each implementation's fixed cost per call.
 OVERHEAD_CASE = (8, 8)
 
@@ -180,7 +184,7 @@ def measure(pair: Pair, batch: int, dim: int, repetitions: int, seed: int) -> di
         "multissl_over_peer": round(ours_ms / peer_ms, 3),
         "multissl_over_floor": round(ours_ms / floor_ms, 3), "peer_over_floor": round(peer_ms / floor_ms, 3),
         "value": round(ours_value, 6), "value_difference": value_diff, "max_gradient_difference": grad_diff,
-        "notes": NOTES[pair.loss] if ours_ms > peer_ms else "",
+        "notes": NOTES[pair.loss] + LOAD_CAVEAT if ours_ms > peer_ms else "",
     }
     row.update({f"{name}_ms_samples": [round(t, 3) for t in times] for name, times in samples.items()})
     return row
