@@ -49,6 +49,10 @@ A contender whose name starts with ``multissl`` is ours; every other one is a pe
 (task, metric), a multissl row whose value is worse than a peer's on the same task and metric
 is a row multissl loses. Use :func:`write_results` with ``kind="quality"`` and
 ``QualityRow(...).as_row()``; it checks the rows before writing.
+
+A quality benchmark is a script ``bench/quality_<name>.py`` that accepts ``--quick`` (a smoke run
+of a few minutes) and writes ``bench/results/quality_<name>.json``; ``bench/run_all.py`` finds and
+runs it after the speed benchmarks, and ``bench/report.py`` puts it under "Quality".
 """
 
 from __future__ import annotations

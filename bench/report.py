@@ -120,6 +120,16 @@ def machine_line(machine: Mapping[str, Any]) -> str:
             f"{_load(machine.get('load_average_at_start'))} at start, {_load(machine.get('load_average_at_end'))} at end")
 
 
+def _mapping_text(values: Mapping[str, Any]) -> str:
+    """``key value, ...`` for the scalar entries; nested ones are named and left to the JSON."""
+    scalars = [f"{key} {cell(value)}" for key, value in values.items() if not isinstance(value, (dict, list))]
+    nested = [key for key, value in values.items() if isinstance(value, (dict, list))]
+    text = ", ".join(scalars) or ("" if nested else "not recorded")
+    if nested:
+        text += ("; " if text else "") + f"{', '.join(nested)}: in the JSON"
+    return text
+
+
 def _row_name(row: Mapping[str, Any], keys: Sequence[str]) -> str:
     named = [f"{key}={cell(row[key])}" for key in keys if key in row and row[key] is not None]
     if not named:
@@ -167,9 +177,7 @@ def section(path: Path, data: Mapping[str, Any]) -> list[str]:
                   "runs, not how fast anything is. Run it without `--quick` on a quiet machine to quote it.", ""]
     if data.get("description"):
         lines += [str(data["description"]), ""]
-    budget_text = ", ".join(f"{k} {cell(v)}" for k, v in budget.items())
-    seeds_text = ", ".join(f"{k} {cell(v)}" for k, v in (data.get("seeds") or {}).items())
-    lines += [f"Budget: {budget_text or 'not recorded'}. Seeds: {seeds_text or 'not recorded'}.", ""]
+    lines += [f"Budget: {_mapping_text(budget)}. Seeds: {_mapping_text(data.get('seeds') or {})}.", ""]
     quality_first = ["task", "contender", "metric", "value", "higher_is_better", "budget_seconds"]
     first = list(data.get("key_columns", ())) if data["kind"] == "speed" else quality_first
     runs = data.get("section_runs") or {}

@@ -65,7 +65,7 @@ def throughput_results() -> dict:
          "lightly_images_per_s": None},
     ]
     return header(title="Fake throughput", benchmark="bench/fake_throughput.py", key_columns=["workers"], rows=rows,
-                  budget={"quick": True},
+                  budget={"quick": True, "steps": 3, "per_setting": {"floor": 1.0}},
                   comparisons=[{"multissl": "multissl_images_per_s", "peer": "lightly_images_per_s",
                                 "better": "higher", "peer_label": "lightly-style loop"}])
 
@@ -140,6 +140,7 @@ def test_higher_is_better_comparisons_sections_and_quick_warning(tmp_path):
     text = build(tmp_path, {"train_throughput": throughput_results()})
     assert "### fp32" in text and "### bf16" in text
     assert "Quick smoke run" in text
+    assert "Budget: quick yes, steps 3; per_setting: in the JSON." in text  # nested entries are named only
     lines = loss_lines(text)
     assert len(lines) == 1 and "workers=2" in lines[0] and "lightly-style loop" in lines[0]
     assert "1.50x lower" in lines[0] and "workers hide the per-sample cost (synthetic)" in lines[0]
