@@ -28,9 +28,10 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/multissl demo
 
+# every benchmark (peers from the bench extra); `make bench BENCH_ARGS=--quick` for a smoke run
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs outputs .pytest_cache
