@@ -103,10 +103,10 @@ def _build(recipe, seed: int):
 
 def _optimizer(recipe, model: torch.nn.Module):
     from multissl.optim import build_optimizer, parameter_groups
-    from multissl.train import _scaled_lr
+    from multissl.train import scaled_lr
 
     opt = recipe.optimizer
-    return build_optimizer(opt.name, parameter_groups(model, opt.weight_decay), lr=_scaled_lr(recipe, 1),
+    return build_optimizer(opt.name, parameter_groups(model, opt.weight_decay), lr=scaled_lr(recipe, 1),
                            weight_decay=opt.weight_decay, momentum=opt.momentum, betas=opt.betas)
 
 
@@ -140,13 +140,13 @@ def floor_steps(setting: Setting, batch: int, device: torch.device, seed: int) -
 
 def multissl_steps(setting: Setting, batch: int, rows: int, device: torch.device, seed: int
                    ) -> Iterator[Callable[[], Tensor]]:
-    """The engine's step (mirrors the body of ``multissl.train.train``'s loop; keep them in sync)."""
+    """The engine's step: the same public pieces ``multissl.train.train``'s loop calls."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
     from multissl.optim import warmup_cosine_scheduler
-    from multissl.train import MultiDomainCollate, _guard_finite, _move, _view_generator
+    from multissl.train import MultiDomainCollate, move_to_device, optimisation_step, view_generator
 
     recipe = load_bench_recipe(batch, setting.precision, setting.num_workers, rows)
     tc = recipe.train
@@ -163,25 +163,16 @@ def multissl_steps(setting: Setting, batch: int, rows: int, device: torch.device
     scheduler = warmup_cosine_scheduler(optimizer, total_steps, int(recipe.schedule.warmup * total_steps),
                                         final_lr_ratio=recipe.schedule.final_lr_fraction)
     unwrapped = accelerator.unwrap_model(model)
-    requests = {name: objective.view_requests() for name, objective in unwrapped.objectives.items()}
-    domains_of = {key: spec.domains for key, spec in zip(unwrapped.objectives, recipe.objectives)}
     model.train()
     batches = iter(loader)
     step = 0
 
     def one_step() -> Tensor:
         nonlocal step
-        raw = _move(next(batches), accelerator.device)
-        generator = _view_generator(accelerator.device, tc.seed, step, accelerator.process_index, 0)
-        views = {key: tuple(domains[d].make_views(raw[d], request, generator) for d, request in zip(domains_of[key], reqs))
-                 for key, reqs in requests.items()}
-        with accelerator.accumulate(model), accelerator.autocast():
-            loss, _, _ = model(views)
-            _guard_finite(accelerator, loss, step + 1, {})
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        raw = move_to_device(next(batches), accelerator.device)
+        generator = view_generator(accelerator.device, tc.seed, step, accelerator.process_index, 0)
+        views = unwrapped.make_views(domains, raw, generator)
+        loss, _, _ = optimisation_step(accelerator, model, optimizer, scheduler, views, step + 1, tc.grad_clip)
         step += 1
         for objective in unwrapped.objectives.values():
             objective.on_step_end(step, total_steps)

@@ -46,7 +46,10 @@ from multissl.objectives.base import Objective
 from multissl.optim import build_optimizer, parameter_groups, warmup_cosine_scheduler
 from multissl.telemetry import JsonlLog, health, to_float
 
-__all__ = ["NonFiniteLossError", "RunResult", "SSLModel", "build_run", "train", "main"]
+__all__ = [
+    "NonFiniteLossError", "RunResult", "SSLModel", "build_run", "move_to_device", "view_generator",
+    "optimisation_step", "scaled_lr", "train", "main",
+]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,16 +70,26 @@ class SSLModel(nn.Module):
     """All objectives of a run behind one ``forward``, so DDP sees one module and shared encoders
     (several objectives on one domain) hold their parameters once."""
 
-    def __init__(self, objectives: dict[str, Objective], weights: dict[str, float], encoders: dict[str, Encoder]):
+    def __init__(self, objectives: dict[str, Objective], weights: dict[str, float], encoders: dict[str, Encoder],
+                 domains_of: dict[str, list[str]]):
         super().__init__()
         self.objectives = nn.ModuleDict(objectives)
         self.weights = dict(weights)
+        self.domains_of = dict(domains_of)  # objective key -> the domain keys it reads, in order
         # encoders are reachable through the objectives; kept here by name for saving only
         self._encoders = encoders
 
     @property
     def encoders(self) -> dict[str, Encoder]:
         return self._encoders
+
+    def make_views(self, domains: dict[str, Domain], raw: dict[str, Any], generator: torch.Generator) -> dict:
+        """Every objective's views of one collated batch (on its device): {objective key: views per domain}."""
+        return {
+            key: tuple(domains[d].make_views(raw[d], request, generator)
+                       for d, request in zip(self.domains_of[key], objective.view_requests()))
+            for key, objective in self.objectives.items()
+        }
 
     def forward(self, views: dict[str, tuple[dict[str, Any], ...]]):
         total: Tensor | None = None
@@ -214,12 +227,12 @@ def build_run(recipe: Recipe) -> tuple[dict[str, Domain], Any, dict[str, Encoder
     else:
         dataset = AlignedRows(loaded, recipe.pairing, recipe.train.seed)
     encoders = {name: domains[name].build_encoder(spec.encoder) for name, spec in recipe.domains.items()}
-    objectives, weights = {}, {}
+    objectives, weights, domains_of = {}, {}, {}
     for index, spec in enumerate(recipe.objectives):
         key = spec.name if spec.name not in objectives else f"{spec.name}_{index}"
         objectives[key] = build_objective(spec.name, [encoders[d] for d in spec.domains], spec.options)
-        weights[key] = spec.weight
-    return domains, dataset, encoders, SSLModel(objectives, weights, encoders)
+        weights[key], domains_of[key] = spec.weight, list(spec.domains)
+    return domains, dataset, encoders, SSLModel(objectives, weights, encoders, domains_of)
 
 
 class _ZippedStreams(torch.utils.data.IterableDataset):
@@ -236,17 +249,19 @@ def _zip_streams(streams: dict[str, Any]) -> torch.utils.data.IterableDataset:
     return _ZippedStreams(streams)
 
 
-def _move(value: Any, device: torch.device) -> Any:
+def move_to_device(value: Any, device: torch.device) -> Any:
+    """Tensors of a collated batch (nested dicts and lists) moved to ``device``."""
     if isinstance(value, Tensor):
         return value.to(device, non_blocking=True)
     if isinstance(value, dict):
-        return {k: _move(v, device) for k, v in value.items()}
+        return {k: move_to_device(v, device) for k, v in value.items()}
     if isinstance(value, list):
-        return [_move(v, device) for v in value]
+        return [move_to_device(v, device) for v in value]
     return value
 
 
-def _view_generator(device: torch.device, seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+def view_generator(device: torch.device, seed: int, step: int, rank: int, micro: int) -> torch.Generator:
+    """The only source of view randomness at (step, rank, micro batch): a resumed run replays it."""
     generator = torch.Generator(device=device)
     generator.manual_seed((seed * 1_000_003 + step * 9_973 + rank * 131 + micro) % (2**63 - 1))
     return generator
@@ -262,7 +277,8 @@ def _total_steps(recipe: Recipe, loader: DataLoader) -> int:
     return max(1, math.ceil(recipe.train.epochs * per_epoch))
 
 
-def _scaled_lr(recipe: Recipe, world_size: int) -> float:
+def scaled_lr(recipe: Recipe, world_size: int) -> float:
+    """The recipe's peak learning rate scaled to the global batch (``optimizer.lr_scaling``)."""
     opt = recipe.optimizer
     global_batch = recipe.train.batch_size * world_size * recipe.train.gradient_accumulation
     factor = {"none": 1.0, "linear": global_batch / opt.lr_reference_batch,
@@ -303,7 +319,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
         persistent_workers=tc.num_workers > 0,
     )
 
-    lr = _scaled_lr(recipe, accelerator.num_processes)
+    lr = scaled_lr(recipe, accelerator.num_processes)
     optimizer = build_optimizer(
         recipe.optimizer.name, parameter_groups(model, recipe.optimizer.weight_decay), lr=lr,
         weight_decay=recipe.optimizer.weight_decay, momentum=recipe.optimizer.momentum, betas=recipe.optimizer.betas,
@@ -332,8 +348,6 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
     log = JsonlLog(run_dir / "log.jsonl", accelerator.is_main_process)
 
     unwrapped: SSLModel = accelerator.unwrap_model(model)
-    requests = {name: objective.view_requests() for name, objective in unwrapped.objectives.items()}
-    domains_of = {key: spec.domains for key, spec in zip(unwrapped.objectives, recipe.objectives)}
     progress = _progress(accelerator, recipe, total_steps, state.step)
     losses: list[float] = []
     micro = 0
@@ -345,22 +359,12 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
         batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
         for raw in batches:
             state.batches_in_epoch += 1
-            raw = _move(raw, accelerator.device)
+            raw = move_to_device(raw, accelerator.device)
             state.skipped += int(sum(int(b.get("skipped", 0)) for b in raw.values()))
-            generator = _view_generator(accelerator.device, tc.seed, state.step, accelerator.process_index, micro)
-            views = {
-                key: tuple(domains[d].make_views(raw[d], request, generator) for d, request in zip(domains_of[key], reqs))
-                for key, reqs in requests.items()
-            }
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss, logs, embeddings = model(views)
-                _guard_finite(accelerator, loss, state.step + 1, logs)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and tc.grad_clip is not None:
-                    logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                scheduler.step() if accelerator.sync_gradients else None
-                optimizer.zero_grad(set_to_none=True)
+            generator = view_generator(accelerator.device, tc.seed, state.step, accelerator.process_index, micro)
+            views = unwrapped.make_views(domains, raw, generator)
+            loss, logs, embeddings = optimisation_step(accelerator, model, optimizer, scheduler, views,
+                                                       state.step + 1, tc.grad_clip)
             micro += 1
             if not accelerator.sync_gradients:
                 continue
@@ -388,6 +392,23 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
     encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step)
     accelerator.end_training()
     return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
+
+
+def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, scheduler, views: dict,
+                      step: int, grad_clip: float | None = None):
+    """One micro batch: forward (autocast), NaN guard, backward, and, when gradients are in sync,
+    clipping, the optimiser and schedule steps. Returns (loss, logs, embeddings) of the forward."""
+    with accelerator.accumulate(model), accelerator.autocast():
+        loss, logs, embeddings = model(views)
+        _guard_finite(accelerator, loss, step, logs)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and grad_clip is not None:
+            logs["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if accelerator.sync_gradients:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss, logs, embeddings
 
 
 def _resume_target(recipe: Recipe, run_dir: Path, source: str) -> Path | None:
