@@ -89,10 +89,12 @@ def test_two_processes_match_one_process_on_the_doubled_batch(shared_data, tmp_p
 
 
 def image_memory_recipe(shared: Path, out: Path, objective: dict, max_steps: int = 8) -> dict:
+    """80 rows in batches of 16: 5 steps an epoch, so the step-4 checkpoint is mid-epoch and a
+    resume must restart inside the epoch, at the right batch of the right shuffle."""
     return {
         "description": "resume test",
         "data": {"path": str(shared / "image/cifar10/train-00000-of-00004.parquet"),
-                 "columns": {"image": "img", "label": "label"}, "limit": 64},
+                 "columns": {"image": "img", "label": "label"}, "limit": 80},
         "domains": {"image": {"options": {"image_size": 16}, "encoder": {"architecture": "convnext", "size": "tiny"}}},
         "objectives": [objective],
         "optimizer": {"name": "sgd", "lr": 0.05, "weight_decay": 1e-4},
