@@ -39,7 +39,8 @@ domain's tokenisation, max length 128, mean pooling) -> ``evaluate_sts`` (cosine
 on a validation split). The default SentEval protocol is cheaper than SentEval's own (see
 ``--senteval-tasks``/``--senteval-folds``) and the same for every contender.
 
-    python bench/quality_text.py                 # full run (~35-40 min on an idle 2-core machine)
+    python bench/quality_text.py                 # full run: ~2,900 CPU s (3 x 600 training, ~190 per
+                                                 # encoder evaluated), ~30-40 min on an idle 2-core machine
     python bench/quality_text.py --quick         # smoke run (a few minutes)
     python bench/quality_text.py --senteval-tasks all --senteval-folds 10   # SentEval's protocol (hours)
 """
