@@ -12,7 +12,9 @@ SAME held-out rows. The pieces here know nothing about images, audio or text:
   steps, so a run overshoots by at most one step, and the seconds really used are reported).
   ``progress`` is the fraction of the budget spent so far: schedules (learning rate, EMA momentum)
   follow it, since the number of steps a budget buys is not known in advance.
-* :func:`progress_schedule`: multissl's warm-up + cosine learning-rate multiplier on that progress.
+* :func:`progress_schedule`: multissl's warm-up + cosine learning-rate multiplier on that progress,
+  and :func:`budget_lr_scheduler`, a ``LambdaLR`` that applies it (``scheduler.step()`` after each
+  optimiser step, as with any per-step scheduler).
 * :func:`estimated_total_steps`: the step count the budget will reach at the current rate, for
   code that schedules by (step, total_steps) (``Objective.on_step_end``).
 * :func:`held_out_split` / :func:`labelled_subset`: seeded, stratified row indices.
@@ -35,7 +37,7 @@ from torch import Tensor
 
 __all__ = [
     "CpuBudget", "StepResult", "TrainingReport", "budgeted_training", "progress_schedule",
-    "estimated_total_steps", "held_out_split", "labelled_subset", "ProbeScores", "evaluate_frozen",
+    "budget_lr_scheduler", "estimated_total_steps", "held_out_split", "labelled_subset", "ProbeScores", "evaluate_frozen",
     "probe_rows", "fix_threads",
 ]
 
@@ -75,6 +77,10 @@ class CpuBudget:
     def start(self) -> "CpuBudget":
         self._cpu_start, self._wall_start = time.process_time(), time.perf_counter()
         return self
+
+    @property
+    def started(self) -> bool:
+        return self._cpu_start is not None
 
     def _started(self) -> tuple[float, float]:
         if self._cpu_start is None or self._wall_start is None:
@@ -177,6 +183,20 @@ def progress_schedule(progress: float, warmup: float = 0.0, final_fraction: floa
     resolution = 1_000_000
     position = round(min(max(progress, 0.0), 1.0) * resolution)
     return warmup_cosine(position, resolution, round(warmup * resolution), base_lr=1.0, final_lr=final_fraction)
+
+
+def budget_lr_scheduler(optimizer: torch.optim.Optimizer, budget: CpuBudget, warmup: float = 0.0,
+                        final_fraction: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` whose multiplier is :func:`progress_schedule` of ``budget``'s progress when
+    ``step()`` is called (0 before the budget starts): each group's ``lr`` is its initial lr times
+    it. Call ``scheduler.step()`` after every optimiser step; the next step then runs at the rate
+    of the budget spent so far."""
+
+    def multiplier(_: int) -> float:
+        progress = budget.progress() if budget.started else 0.0
+        return progress_schedule(progress, warmup, final_fraction)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
 
 def estimated_total_steps(steps_done: int, progress: float) -> int:

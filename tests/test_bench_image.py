@@ -157,3 +157,143 @@ def test_evaluate_frozen_separable_features_score_high_and_noise_scores_chance()
     rows = probe_rows("toy", "multissl X", scores, 10.0, "n")
     assert [r["task"] for r in rows] == ["toy, linear probe", "toy, kNN k=5", "toy, kNN k=50"]
     assert all(r["higher_is_better"] and r["budget_seconds"] == 10.0 for r in rows)
+
+
+# --------------------------------------------------------------------------- the image benchmark
+
+quality_image = pytest.importorskip("bench.quality_image")
+
+
+def _tiny_settings(**changes):
+    settings = dict(budget_cpu_seconds=60.0, encoder="resnet-tiny", batch_size=16, held_out=40, train_images=64,
+                    probe_train_images=48, data_limit=240, eval_batch_size=64, max_steps=2, processes=1)
+    settings.update(changes)
+    return quality_image.BenchSettings(**settings)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(shared_data):
+    settings = _tiny_settings()
+    domain = quality_image.eval_domain()
+    data = quality_image.load_cifar(settings, domain)
+    reference = quality_image.initial_encoder(settings, domain.config)
+    return settings, domain, data, reference
+
+
+def test_held_out_images_are_never_trained_or_probed_on(tiny_run):
+    settings, _, data, _ = tiny_run
+    held = set(data.held_out.tolist())
+    assert len(held) == settings.held_out == len(data.held_out)
+    assert len(data.train) == settings.train_images and len(data.probe_train) == settings.probe_train_images
+    assert held.isdisjoint(data.train.tolist()) and held.isdisjoint(data.probe_train.tolist())
+    assert len(data.labels) == settings.data_limit
+    per_class = torch.bincount(data.labels[data.held_out], minlength=10)
+    expected = torch.bincount(data.labels, minlength=10).double() * settings.held_out / len(data.labels)
+    assert (per_class - expected).abs().max() < 1
+
+
+def _jitter_and_steps(transform):
+    """(crop scale, ratio, flip p, jitter p, jitter ranges, gray p, blur p, solarize p, mean, std) of
+    one lightly view transform, read from its torchvision pieces."""
+    found = {}
+    for part in transform.transform.transforms:
+        kind = type(part).__name__
+        if kind == "RandomResizedCrop":
+            found["crop"] = (tuple(part.scale), tuple(round(r, 6) for r in part.ratio), tuple(part.size))
+        elif kind == "RandomHorizontalFlip":
+            found["flip"] = part.p
+        elif kind == "RandomApply":
+            jitter = part.transforms[0]
+            found["jitter_p"] = part.p
+            found["jitter"] = tuple(tuple(round(v, 6) for v in getattr(jitter, name))
+                                    for name in ("brightness", "contrast", "saturation", "hue"))
+        elif kind == "RandomGrayscale":
+            found["gray"] = part.p
+        elif kind == "GaussianBlur":
+            found["blur"] = part.prob
+        elif kind == "RandomSolarization":
+            found["solarize"] = part.prob
+        elif kind == "Normalize":
+            found["normalize"] = (tuple(part.mean), tuple(part.std))
+    found.setdefault("solarize", 0.0)
+    return found
+
+
+def _multissl_view(recipe, config):
+    return {
+        "crop": (tuple(recipe.crop_scale), tuple(round(r, 6) for r in recipe.crop_ratio), (recipe.size, recipe.size)),
+        "flip": recipe.flip_probability, "jitter_p": recipe.jitter_probability,
+        "jitter": tuple((round(max(0.0, 1 - v), 6), round(1 + v, 6)) for v in (recipe.brightness, recipe.contrast,
+                                                                              recipe.saturation))
+        + ((round(-recipe.hue, 6), round(recipe.hue, 6)),),
+        "gray": recipe.grayscale_probability, "blur": recipe.blur_probability,
+        "solarize": recipe.solarize_probability, "normalize": (tuple(config.mean), tuple(config.std)),
+    }
+
+
+@pytest.mark.parametrize("method", quality_image.METHODS)
+def test_lightly_gets_the_augmentation_multissl_draws_view_by_view(method, tmp_path):
+    from domains.image import ImageConfig
+    from domains.image.views import view_recipes
+
+    recipe = quality_image.bench_recipe(method, _tiny_settings(), str(tmp_path))
+    config = ImageConfig(**recipe.domains["image"].options)
+    policy = recipe.objectives[0].options.get("policy") or "simclr"
+    ours = view_recipes(config, policy, 2, 0, config.local_size)
+    theirs = quality_image.lightly_transform(method, config).transforms
+    assert len(theirs) == 2
+    for view, (recipe_view, transform) in enumerate(zip(ours, theirs)):
+        assert _jitter_and_steps(transform) == _multissl_view(recipe_view, config), f"{method} view {view}"
+    assert all(v.blur_probability == 0 for v in ours)  # the bench's CIFAR setting, for both
+
+
+@pytest.mark.parametrize("method", quality_image.METHODS)
+def test_both_libraries_train_the_same_start_with_the_same_hyper_parameters(method, tiny_run):
+    from bench._quality import CpuBudget, budgeted_training
+
+    settings, _, data, reference = tiny_run
+    results = {}
+    for peer, build in (("multissl", quality_image.multissl_trainer), ("lightly", quality_image.lightly_trainer)):
+        clock = CpuBudget(settings.budget_cpu_seconds)
+        trainer = build(method, settings, data, reference, "unused-output-dir", clock)  # checks the start itself
+        report = budgeted_training(trainer.step, clock, max_steps=settings.max_steps, name=f"{peer} {method}")
+        assert report.steps == 2 and report.samples == 2 * settings.batch_size
+        assert all(math.isfinite(loss) for loss in report.losses)
+        assert trainer.data_cpu_seconds[0] > 0
+        moved = [name for name, value in trainer.encoder.state_dict().items()
+                 if value.is_floating_point() and not torch.equal(value, reference.state_dict()[name])]
+        assert moved, f"{peer} {method} did not change its encoder"
+        results[peer] = trainer
+    assert results["multissl"].encoder is not results["lightly"].encoder
+
+
+def test_a_start_from_other_weights_is_refused(tiny_run):
+    settings, domain, _, reference = tiny_run
+    other = quality_image.initial_encoder(_tiny_settings(seed=1), domain.config)
+    with pytest.raises(RuntimeError, match="shared initial weights"):
+        quality_image.assert_same_start(other, reference, "lightly simclr")
+
+
+def test_evaluation_of_the_baselines_runs_the_shared_probe_code(tiny_run):
+    settings, domain, data, reference = tiny_run
+    for encoder in (reference, quality_image.PixelEncoder()):
+        scores = quality_image.evaluate(encoder, domain, data, settings)
+        assert scores.num_test == settings.held_out and scores.num_train == settings.probe_train_images
+        assert 0.0 <= scores.linear_accuracy <= 1.0 and set(scores.knn_accuracy) == {20, 200}
+    assert scores.feature_dim == 3 * 32 * 32
+
+
+def _row(task, contender, value):
+    return {"task": task, "contender": contender, "metric": "top1_accuracy", "value": value,
+            "higher_is_better": True, "budget_seconds": 1.0, "notes": "trained"}
+
+
+def test_losing_notes_say_plainly_where_multissl_loses_and_nothing_where_it_wins():
+    rows = [_row("t, linear probe", "multissl SimCLR", 0.40), _row("t, linear probe", "lightly SimCLR", 0.45),
+            _row("t, kNN k=20", "multissl SimCLR", 0.50), _row("t, kNN k=20", "lightly SimCLR", 0.45),
+            _row("t, linear probe", "random init", 0.60)]
+    summary = {"steps": 3, "samples": 384, "last_loss": 1.0}
+    quality_image.losing_notes(rows, {"multissl SimCLR": summary, "lightly SimCLR": summary}, 5000)
+    assert "multissl loses this row to lightly SimCLR by 5.0 points" in rows[0]["notes"]
+    assert "beyond two standard errors" in rows[0]["notes"]
+    assert rows[2]["notes"] == "trained" and rows[1]["notes"] == "trained"
