@@ -62,12 +62,26 @@ class Encoder(nn.Module):
         dim:       width D of ``Features.pooled``.
         processor: the matching image processor / feature extractor / tokenizer, or None.
         pooling:   "cls" or "mean" (how ``pooled`` is made from ``sequence``).
+        joint_projection: [P, D] or None: a cross-modal objective's linear map (no bias) from
+                   ``pooled`` into the space it shares with another domain's encoder (CLIP).
+                   Retrieval and zero-shot probes compare embeddings through it; it is saved
+                   beside the model (``multissl.hub``), outside the ``transformers`` weights.
     """
 
     model: nn.Module
     dim: int
     processor: Any = None
     pooling: str = "mean"
+    joint_projection: Tensor | None = None
+
+    def to_joint_space(self, pooled: Tensor) -> Tensor:
+        """``pooled`` [N, D] -> [N, P] through ``joint_projection`` when set; else unchanged."""
+        if self.joint_projection is None:
+            return pooled
+        weight = self.joint_projection.to(device=pooled.device, dtype=pooled.dtype)
+        if weight.shape[1] != pooled.shape[-1]:
+            raise ValueError(f"joint projection expects {weight.shape[1]}-d features, got {pooled.shape[-1]}-d")
+        return pooled @ weight.T
 
     def forward(self, **inputs: Tensor) -> Features:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -3,7 +3,9 @@
 ``save_encoder`` writes the stock model (safetensors) and its processor with ``save_pretrained``, a
 README.md model card (recipe, data, steps, hardware, how to load it, probe results as a table and
 as ``model-index`` metadata), ``probe_results.json`` and ``multissl.json`` (pooling, domain: what
-multissl needs to rebuild the same :class:`~multissl.features.Encoder`). Loading needs no multissl::
+multissl needs to rebuild the same :class:`~multissl.features.Encoder`), and, for an encoder trained
+with a cross-modal objective, ``joint_projection.safetensors`` (its [P, D] map into the joint space,
+read back by :func:`load_joint_projection`). Loading needs no multissl::
 
     from transformers import AutoModel
     model = AutoModel.from_pretrained("user/encoder")
@@ -25,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from multissl.probes.report import ProbeResult, load_results, results_table, save_results
 
 if TYPE_CHECKING:
@@ -39,7 +43,9 @@ __all__ = [
     "update_model_card",
     "push_to_hub",
     "read_encoder_metadata",
+    "load_joint_projection",
     "ENCODER_METADATA_FILE",
+    "JOINT_PROJECTION_FILE",
     "PROBE_RESULTS_FILE",
     "add_push_arguments",
     "run_push_command",
@@ -47,6 +53,7 @@ __all__ = [
 
 ENCODER_METADATA_FILE = "multissl.json"
 PROBE_RESULTS_FILE = "probe_results.json"
+JOINT_PROJECTION_FILE = "joint_projection.safetensors"
 
 
 @dataclass
@@ -247,6 +254,14 @@ def render_model_card(info: ModelCardInfo, encoder: "Encoder") -> str:
     lines = [f"# {model_name}", "", info.description or f"A {what}{how}{on} with multissl.", ""]
     lines += ["## How to load", "", "Plain `transformers`, no multissl needed:", "", "```python",
               loading_snippet(encoder, info.repo_id or "<path or repo id>"), "```", ""]
+    if getattr(encoder, "joint_projection", None) is not None:
+        rows, columns = encoder.joint_projection.shape
+        lines += [f"Cross-modal (joint) embeddings: `{JOINT_PROJECTION_FILE}` holds the [{rows}, {columns}] linear map "
+                  "(no bias) the cross-modal objective trained; multiply `embed(...)` by its transpose and "
+                  "L2-normalise to compare with the other modality's encoder:", "", "```python",
+                  "from safetensors.torch import load_file",
+                  f'projection = load_file("{JOINT_PROJECTION_FILE}")["weight"]  # hf_hub_download it from a Hub repo',
+                  "joint = torch.nn.functional.normalize(embed(...) @ projection.T, dim=-1)", "```", ""]
     facts = [("Objective", info.objective), ("Domain", info.domain), ("Architecture", info.architecture),
              ("Embedding", f"{encoder.dim}-d, {encoder.pooling} pooling"),
              ("Training data", ", ".join(info.datasets) if info.datasets else None),
@@ -284,6 +299,12 @@ def save_encoder(encoder: "Encoder", folder: str | Path, card: ModelCardInfo | N
         "dim": encoder.dim,
         "card": card.to_dict(),
     }
+    if getattr(encoder, "joint_projection", None) is not None:
+        from safetensors.torch import save_file
+
+        weight = encoder.joint_projection.detach().to("cpu", torch.float32).contiguous()
+        save_file({"weight": weight}, str(folder / JOINT_PROJECTION_FILE))
+        metadata["joint_projection"] = {"file": JOINT_PROJECTION_FILE, "shape": list(weight.shape)}
     (folder / ENCODER_METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     if card.results:
         save_results(folder / PROBE_RESULTS_FILE, card.results, {"model_name": card.model_name})
@@ -295,6 +316,25 @@ def read_encoder_metadata(folder: str | Path) -> dict[str, Any]:
     """``multissl.json`` of a saved encoder folder ({} when absent: a plain transformers model)."""
     path = Path(folder) / ENCODER_METADATA_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def load_joint_projection(name_or_path: str | Path) -> torch.Tensor | None:
+    """The [P, D] joint-space projection saved beside an encoder (a local folder, or a Hub repo
+    when no such folder exists), or None when the encoder has none (or, offline, when the Hub
+    repo's file is not in the local cache: the encoder itself then came from a local copy)."""
+    from safetensors.torch import load_file
+
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        path = folder / JOINT_PROJECTION_FILE
+        return load_file(str(path))["weight"] if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return load_file(hf_hub_download(str(name_or_path), JOINT_PROJECTION_FILE))["weight"]
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
 
 
 def update_model_card(folder: str | Path, encoder: "Encoder", results: list[ProbeResult]) -> Path:
@@ -345,7 +385,7 @@ def push_to_hub(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise HubPushError(f"{folder} is not a saved encoder folder (no config.json); save it with save_encoder first")
-    if not any(folder.glob("*.safetensors")):
+    if not any(folder.glob("model*.safetensors")):
         raise HubPushError(f"{folder} holds no .safetensors weights; save it with save_encoder first")
     if not re.match(r"^[\w.-]+/[\w.-]+$", repo_id):
         raise HubPushError(f"repo_id {repo_id!r} must look like 'user-or-org/name'")

@@ -465,6 +465,7 @@ def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: 
     from multissl.probes import results_table, run_probes, save_results
 
     folders = {name: run_dir / "encoders" / name for name in model.encoders}
+    _attach_joint_projections(accelerator, model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         recipe_text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
@@ -492,6 +493,21 @@ def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: 
                 accelerator.print(f"pushed encoder '{name}' to {url}")
     accelerator.wait_for_everyone()
     return folders
+
+
+def _attach_joint_projections(accelerator: Accelerator, model: SSLModel) -> None:
+    """Give each encoder the joint-space map a cross-modal objective trained for it (CLIP's W_a,
+    W_b), so the run's retrieval/zero-shot probes and the saved folder use the trained space. An
+    encoder in two such objectives keeps the first one's map (recipe order), and says so."""
+    for key, objective in model.objectives.items():
+        for domain, projection in zip(model.domains_of[key], objective.joint_projections()):
+            if projection is None:
+                continue
+            encoder = model.encoders[domain]
+            if encoder.joint_projection is not None:
+                accelerator.print(f"encoder '{domain}' keeps the joint projection of an earlier objective, not {key}'s")
+                continue
+            encoder.joint_projection = projection.weight.detach().float().cpu().clone()
 
 
 def _hardware(accelerator: Accelerator) -> str:

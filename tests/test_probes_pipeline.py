@@ -339,26 +339,37 @@ def test_sts_cli_with_the_real_text_domain(shared_data, tmp_path):
     assert result.metric == "spearman_x100" and result.details["pairs"] == 60 and -100 <= result.value <= 100
 
 
-def test_retrieval_and_zero_shot_with_the_real_image_and_text_domains(shared_data, cifar, tmp_path):
-    """Plumbing on real Flickr8k pairs (5 captions per image) and CIFAR-10 class names. The tiny
-    encoders are untrained, so only the bookkeeping is checked, not the recall."""
-    build_domain = real_domain("image")
-    real_domain("text")
+def flickr_pairs(shared_data, tmp_path, images: int = 10) -> tuple[Path, list[list[str]]]:
+    """A pairs CSV (image path, caption) of the first ``images`` Flickr8k images x 5 captions."""
     import csv
 
     root = shared_data / "pairs/flickr8k_1k"
     with open(root / "captions.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))[:50]  # 10 images x 5 captions
+        rows = [[str(root / "images" / row["image"]), row["caption"]] for row in list(csv.DictReader(handle))[:5 * images]]
     pairs = tmp_path / "pairs.csv"
     with open(pairs, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "caption"])
-        writer.writerows([str(root / "images" / row["image"]), row["caption"]] for row in rows)
+        writer.writerows(rows)
+    return pairs, rows
 
+
+def image_and_text_side(pairs: Path):
+    """Real image and text domains (a tokenizer learned on the captions) and tiny untrained encoders."""
+    build_domain = real_domain("image")
+    real_domain("text")
     image_domain, text_domain = build_domain("image", {}), build_domain("text", {"vocab_size": 300})
     text_domain.load(DataConfig(path=str(pairs), columns={"text": "caption"}))  # learns a tokenizer
     text_encoder = text_domain.build_encoder(EncoderConfig(architecture="bert", size="tiny"))
     image_encoder = image_domain.build_encoder(EncoderConfig(architecture="vit", size="tiny"))
+    return image_domain, image_encoder, text_domain, text_encoder
+
+
+def test_retrieval_and_zero_shot_with_the_real_image_and_text_domains(shared_data, cifar, tmp_path):
+    """Plumbing on real Flickr8k pairs (5 captions per image) and CIFAR-10 class names. The tiny
+    encoders are untrained, so only the bookkeeping is checked, not the recall."""
+    pairs, _ = flickr_pairs(shared_data, tmp_path)
+    image_domain, image_encoder, text_domain, text_encoder = image_and_text_side(pairs)
     data = DataConfig(path=str(pairs), columns={"image": "image"})
     results = run_probes(["retrieval"], image_encoder, image_domain, test_data=data, text_encoder=text_encoder,
                          text_domain=text_domain, options={"text_columns": {"text": "caption"}})
@@ -372,3 +383,49 @@ def test_retrieval_and_zero_shot_with_the_real_image_and_text_domains(shared_dat
                          text_domain=text_domain, options={"templates": ["a photo of a {}."]})
     assert [r.metric for r in results] == ["top1_accuracy", "top5_accuracy"]
     assert results[0].details["classes"] == 10 and 0 <= results[0].value <= results[1].value <= 1
+
+
+def test_retrieval_compares_in_the_joint_space_saved_beside_clip_encoders(shared_data, tmp_path):
+    """Encoders from a CLIP run carry their joint projections (saved as joint_projection.safetensors,
+    read back by the probe command): retrieval must rank in that space. Checked against a brute-force
+    count over the projected, normalised embeddings; one side without a projection is an error."""
+    from multissl.hub import load_joint_projection
+
+    pairs, rows = flickr_pairs(shared_data, tmp_path, images=8)
+    image_domain, image_encoder, text_domain, text_encoder = image_and_text_side(pairs)
+    generator = torch.Generator().manual_seed(0)
+    projections = {"image": torch.randn(6, image_encoder.dim, generator=generator),
+                   "text": torch.randn(6, text_encoder.dim, generator=generator)}
+    for name, encoder in (("image", image_encoder), ("text", text_encoder)):
+        folder = save_encoder(encoder, tmp_path / name)
+        assert load_joint_projection(folder) is None  # nothing attached yet, nothing saved
+        encoder.joint_projection = projections[name]
+        save_encoder(encoder, folder)
+        assert torch.equal(load_joint_projection(folder), projections[name])
+        assert "joint_projection.safetensors" in (folder / "README.md").read_text()
+
+    data = DataConfig(path=str(pairs), columns={"image": "image"})
+    options = {"text_columns": {"text": "caption"}}
+    results = {r.metric: r.value for r in run_probes(["retrieval"], image_encoder, image_domain, test_data=data,
+                                                     text_encoder=text_encoder, text_domain=text_domain, options=options)}
+
+    image_paths = list(dict.fromkeys(path for path, _ in rows))
+    owner = [image_paths.index(path) for path, _ in rows]
+    with torch.no_grad():
+        images = extract_from_dataset(image_encoder, image_domain,
+                                      image_domain.load(data).select([owner.index(i) for i in range(len(image_paths))]), 4).pooled
+        texts = embed_texts(text_encoder, text_domain, [caption for _, caption in rows], 16)
+    images = torch.nn.functional.normalize(images @ projections["image"].T, dim=-1)
+    texts = torch.nn.functional.normalize(texts @ projections["text"].T, dim=-1)
+    for k in (1, 5):
+        text_hits = sum(owner[t] in [i for _, i in sorted(((-float(texts[t] @ images[i]), i) for i in range(len(images))))[:k]]
+                        for t in range(len(texts)))
+        image_hits = sum(any(owner[t] == i for _, t in sorted((-float(images[i] @ texts[t]), t) for t in range(len(texts)))[:k])
+                         for i in range(len(images)))
+        assert results[f"text_to_image_recall@{k}"] == pytest.approx(text_hits / len(texts))
+        assert results[f"image_to_text_recall@{k}"] == pytest.approx(image_hits / len(images))
+
+    text_encoder.joint_projection = None
+    with pytest.raises(ValueError, match="only one of the two encoders carries a joint projection"):
+        run_probes(["retrieval"], image_encoder, image_domain, test_data=data, text_encoder=text_encoder,
+                   text_domain=text_domain, options=options)

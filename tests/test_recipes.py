@@ -11,10 +11,12 @@ import importlib
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from multissl.cli import recipes_dir
 from multissl.config import load_recipe
+from multissl.hub import load_joint_projection, read_encoder_metadata
 
 RECIPES = sorted(recipes_dir().glob("*.yaml"))
 
@@ -107,5 +109,13 @@ def test_recipe_runs_two_tiny_steps(path, shared_data, tmp_path):
     result = train(recipe, str(path))
     assert result.steps == 2
     assert all(l == l and abs(l) != float("inf") for l in result.losses), result.losses
-    for folder in result.encoder_dirs.values():
+    cross_modal = {domain for o in recipe.objectives if o.name == "clip" for domain in o.domains}
+    for name, folder in result.encoder_dirs.items():
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+        # a CLIP-trained encoder keeps its map into the joint space beside the transformers weights
+        projection = load_joint_projection(folder)
+        assert (projection is not None) == (name in cross_modal), (name, cross_modal)
+        if projection is not None:
+            metadata = read_encoder_metadata(folder)
+            assert list(projection.shape) == metadata["joint_projection"]["shape"]
+            assert projection.shape[1] == metadata["dim"] and torch.isfinite(projection).all()

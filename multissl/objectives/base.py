@@ -52,6 +52,14 @@ class Objective(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step (EMA teacher updates, schedules). Default: nothing."""
 
+    def joint_projections(self) -> tuple[nn.Module | None, ...]:
+        """Per domain read (recipe order), the linear map from that encoder's pooled features into
+        a space shared with the other domains (CLIP's W_a, W_b), or None. The engine hands them to
+        the encoders (``Encoder.joint_projection``) so retrieval and zero-shot probes, in the run
+        and from a saved folder, compare embeddings in the space they were trained in. Default:
+        none (single-domain methods: their heads are training-only)."""
+        return ()
+
 
 def _signature(inputs: dict[str, Any]) -> tuple:
     return tuple(sorted((k, tuple(v.shape[1:]) if hasattr(v, "shape") else None) for k, v in inputs.items()))

@@ -124,6 +124,9 @@ class CLIP(Objective):
     def on_step_end(self, step: int, total_steps: int) -> None:
         self.logit_scale.clamp_()
 
+    def joint_projections(self) -> tuple[nn.Module, nn.Module]:
+        return self.projection_a, self.projection_b
+
 
 def _tokenizer_of(encoder: Encoder) -> Callable[[list[str]], dict[str, Tensor]]:
     tokenizer = encoder.processor

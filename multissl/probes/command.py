@@ -144,8 +144,13 @@ def _run_probe(args: argparse.Namespace) -> int:
     encoder = domain.build_encoder(_encoder_config(args.encoder, args.architecture, args.pooling)).to(device)
     text_encoder = text_domain = None
     if args.text_encoder:
+        from multissl.hub import load_joint_projection
+
         text_domain = build_domain(args.text_domain or "text")
         text_encoder = text_domain.build_encoder(_encoder_config(args.text_encoder, None, None)).to(device)
+        # a CLIP run's encoders compare in the joint space it trained, saved beside each of them
+        encoder.joint_projection = load_joint_projection(args.encoder)
+        text_encoder.joint_projection = load_joint_projection(args.text_encoder)
 
     results = run_probes(probes, encoder, domain, train_data, test_data, options, device=device,
                          text_encoder=text_encoder, text_domain=text_domain)

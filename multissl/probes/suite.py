@@ -344,6 +344,17 @@ def _text_side(run: _Run) -> tuple[Encoder, "Domain"]:
     return run.text_encoder, run.text_domain
 
 
+def _joint_space(encoder: Any, other: Any, features: Tensor) -> Tensor:
+    """``features`` of ``encoder`` in the space a cross-modal objective trained (its
+    ``joint_projection``), when both sides have one; pooled features as they are when neither
+    has. One side alone would compare spaces that were never aligned: an error."""
+    own, theirs = getattr(encoder, "joint_projection", None), getattr(other, "joint_projection", None)
+    if (own is None) != (theirs is None):
+        raise ValueError("only one of the two encoders carries a joint projection (joint_projection.safetensors "
+                         "beside a CLIP-trained encoder): load both sides from the same cross-modal run")
+    return features if own is None else encoder.to_joint_space(features)
+
+
 def _retrieval(run: _Run) -> list[ProbeResult]:
     """One row per caption in the pairs table; rows sharing ``group_column`` show the same image.
 
@@ -385,7 +396,8 @@ def _retrieval(run: _Run) -> list[ProbeResult]:
                                  run.options.num_workers, run.device)
     if images.skipped or texts.skipped:
         raise ValueError(f"retrieval cannot align pairs with skipped rows ({images.skipped} images, {texts.skipped} captions skipped)")
-    recalls = retrieval_recall(images.pooled, texts.pooled, text_to_image, ks=run.options.recall_ks)
+    recalls = retrieval_recall(_joint_space(run.encoder, text_encoder, images.pooled),
+                               _joint_space(text_encoder, run.encoder, texts.pooled), text_to_image, ks=run.options.recall_ks)
     details = run.details(images=len(first_row), captions=len(caption_keys))
     return [ProbeResult("retrieval", dataset_name(data), metric, value, data.split, details) for metric, value in recalls.items()]
 
@@ -405,9 +417,10 @@ def _zeroshot(run: _Run) -> list[ProbeResult]:
     names = run.options.class_names or class_names_of(run.domain.load(data))
     if not names:
         raise ValueError("zero-shot classification needs class names: a ClassLabel column or options.class_names")
-    embed = lambda prompts: embed_texts(text_encoder, text_domain, prompts, run.options.batch_size, run.options.text_role, run.device)
+    embed = lambda prompts: _joint_space(text_encoder, run.encoder, embed_texts(
+        text_encoder, text_domain, prompts, run.options.batch_size, run.options.text_role, run.device))
     classes = zero_shot_classifier(embed, names, run.options.templates)
-    scores = zero_shot_classify(run.representation(test, False), classes, test.labels)
+    scores = zero_shot_classify(_joint_space(run.encoder, text_encoder, run.representation(test, False)), classes, test.labels)
     return [ProbeResult("zeroshot", dataset_name(data), metric, value, data.split,
                         run.details(templates=len(run.options.templates), classes=len(names)))
             for metric, value in scores.items()]
