@@ -16,7 +16,9 @@ encoder takes as ``encoder(**inputs)``):
                    positions to predict (patches, frames, tokens); targets per position (pixels
                    of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
                    -100 off the mask). Option ``mask_ratio``.
-``sequence``       {"inputs": Inputs} ordered inputs for CPC (crops long enough for K steps).
+``sequence``       {"inputs": Inputs} ordered inputs for CPC (crops long enough for K steps); or,
+                   for 2-D inputs (images), {"parts": list[Inputs], "grid": (rows, columns)}:
+                   one Inputs per patch of a grid, row-major.
 ``pretext``        {"parts": list[Inputs], "labels": Long[B], "num_classes": int} for rotation,
                    jigsaw and relative position (option ``task``); ``parts`` holds one Inputs
                    per tile/patch, each with B rows, in the order the label refers to.

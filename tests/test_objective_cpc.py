@@ -1,5 +1,5 @@
-"""CPC: learns on real speech and text, its z and c_t never see the future, its loss is eq. 4 of the
-paper, state round-trips, and 2 processes equal 1."""
+"""CPC: learns on real speech, text and image patches, its z and c_t never see the future, its loss
+is eq. 4 of the paper, state round-trips, and 2 processes equal 1."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from domains import EncoderConfig, build_domain
 from domains.text.tokenizer import save_tokenizer
 from multissl.objectives import build_objective
-from multissl.objectives.cpc import encode_segments
+from multissl.objectives.cpc import encode_patch_columns, encode_segments
+from multissl.views import ViewRequest
 from tests.objective_factories import audio_objective, text_objective
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,
@@ -138,3 +141,64 @@ def test_cpc_two_processes_equal_one_on_audio(audio):
     factory = functools.partial(audio_objective, "cpc", {**AUDIO_OPTIONS, "context": "transformer", "context_heads": 2})
     views = make_views(factory(), [audio], [raw_batch(audio, 6)], seed=2)
     distributed_equivalence(factory, views, sizes=[4, 2])
+
+
+# --- 2-D CPC on image patches (section 3.3) ----------------------------------------------------
+
+IMAGE_DOMAIN = {"image_size": 32, "pretext": {"tile_size": 16}}  # 8 px patches at stride 4: a 7 x 7 grid
+IMAGE_OPTIONS = {"prediction_steps": 2, "context_dim": 32}
+
+
+def build_image_cpc():
+    torch.manual_seed(0)
+    encoder = build_domain("image", IMAGE_DOMAIN).build_encoder(EncoderConfig("convnext", "tiny"))
+    return build_objective("cpc", [encoder], IMAGE_OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def image(shared_data):
+    return tiny_setup("image", shared_data, rows=8, options=IMAGE_DOMAIN)
+
+
+def test_image_sequence_view_is_a_grid_of_overlapping_patches(image):
+    """Row-major 8 px patches at stride 4 of the (possibly flipped) normalised image, resized to 16 px."""
+    from domains.image.views import plain_views
+
+    batch = raw_batch(image, 4)
+    views = image.domain.make_views(batch, ViewRequest("sequence"), torch.Generator().manual_seed(0))
+    assert views["grid"] == (7, 7) and len(views["parts"]) == 49
+    whole = plain_views(batch["images"], image.domain.config)["inputs"]["pixel_values"]  # [B, 3, 32, 32]
+    for b in range(4):
+        for row, column in ((0, 0), (3, 5), (6, 6)):
+            part = views["parts"][row * 7 + column]["pixel_values"][b]
+            candidates = [whole[b], whole[b].flip(-1)]  # the view flips a random half of the images
+            crops = [F.interpolate(c[None, :, 4 * row:4 * row + 8, 4 * column:4 * column + 8], size=16,
+                                   mode="bilinear", align_corners=False)[0] for c in candidates]
+            assert min(float((part - crop).abs().max()) for crop in crops) < 1e-4, (b, row, column)
+    with pytest.raises(ValueError, match="takes no options"):
+        image.domain.make_views(batch, ViewRequest("sequence", {"crop_seconds": 1.0}), torch.Generator())
+
+
+def test_cpc_on_image_patches_overfits_and_is_eq_4_down_the_columns(image):
+    objective = build_image_cpc()
+    batch = raw_batch(image, 6)
+    losses = overfit(objective, [image], [batch], steps=15, lr=3e-3)
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.5, losses
+    assert not [name for name, p in objective.named_parameters() if p.grad is None], "DDP needs every parameter used"
+
+    objective.eval()
+    (views,) = make_views(objective, [image], [batch], seed=1)
+    out = objective(views)
+    with torch.no_grad():
+        z, valid = encode_patch_columns(objective.encoder, views["parts"], views["grid"])
+        # column j of image b is sequence b * 7 + j; its row i is the patch (i, j)
+        direct = objective.encoder(**views["parts"][3 * 7 + 5]).pooled[2]
+        torch.testing.assert_close(z[2 * 7 + 5, 3], direct, rtol=1e-5, atol=1e-5)
+        expected = naive_cpc_loss(z, valid, objective.contexts(z), objective.predictors.weight, 2)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
+    assert_state_round_trip(objective, build_image_cpc)
+
+
+def test_cpc_two_processes_equal_one_on_image_patches(image):
+    views = make_views(build_image_cpc(), [image], [raw_batch(image, 6)], seed=2)
+    distributed_equivalence(build_image_cpc, views, sizes=[4, 2])

@@ -132,6 +132,9 @@ class PretextConfig:
     ``inpainting_area`` of the image. Denoising (Vincent et al. 2008/2010): ``denoising_noise``
     "gaussian" (std ``noise_std`` on [0, 1] pixels) | "masking" | "salt_and_pepper" (a fraction
     ``noise_fraction`` of the elements).
+    2-D CPC (van den Oord et al. 2018, section 3.3): the ``sequence`` view is a grid of square
+    patches of side ``cpc_patch_fraction`` of the image's shorter side, overlapping by half (a
+    64 px image and 16 px patches: 7 x 7), each resized to ``tile_size``.
     """
 
     jigsaw_permutations: int = 100
@@ -145,11 +148,12 @@ class PretextConfig:
     denoising_noise: str = "gaussian"
     noise_std: float = 0.1
     noise_fraction: float = 0.25
+    cpc_patch_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if not 2 <= self.jigsaw_permutations <= 362880:
             raise ValueError(f"jigsaw_permutations must be in [2, 9!], got {self.jigsaw_permutations}")
-        for name in ("jigsaw_tile_fraction", "relative_position_tile_fraction"):
+        for name in ("jigsaw_tile_fraction", "relative_position_tile_fraction", "cpc_patch_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         for name in ("relative_position_jitter", "inpainting_area", "noise_fraction"):

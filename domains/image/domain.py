@@ -31,7 +31,7 @@ class ImageDomain(Domain):
     name: ClassVar[str] = "image"
     config_class: ClassVar[type] = ImageConfig
     roles: ClassVar[tuple[str, ...]] = ROLES
-    view_kinds: ClassVar[tuple[str, ...]] = ("plain", "augmented", "masked", "pretext", "corrupted")
+    view_kinds: ClassVar[tuple[str, ...]] = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted")
 
     def __init__(self, config: ImageConfig | None = None) -> None:
         super().__init__(config)
@@ -60,7 +60,8 @@ class ImageDomain(Domain):
             result = views.plain_views(images, self.config)
         else:
             builder = {"augmented": views.augmented_views, "masked": views.masked_views,
-                       "pretext": views.pretext_views, "corrupted": views.corrupted_views}[request.kind]
+                       "sequence": views.patch_grid_views, "pretext": views.pretext_views,
+                       "corrupted": views.corrupted_views}[request.kind]
             result = builder(images, self.config, request, generator)
         # pretext views use "labels" for the pretext target; dataset labels pass through elsewhere
         if request.kind != "pretext" and batch.get("labels") is not None:

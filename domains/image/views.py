@@ -135,6 +135,33 @@ def _standardize_tiles(tiles: Tensor) -> Tensor:
     return (tiles - mean) / std
 
 
+def patch_grid_views(images: Tensor, config: ImageConfig, request: ViewRequest,
+                     generator: torch.Generator) -> dict[str, Any]:
+    """CPC's 2-D sequence (van den Oord et al. 2018, section 3.3): overlapping square patches of
+    side ``cpc_patch_fraction`` of the shorter image side at a stride of half a patch, each resized
+    to the tile size; the whole image is flipped horizontally for a random half of the rows.
+    Returns {"parts": one Inputs per patch, row-major, "grid": (rows, columns)}."""
+    if request.options:
+        raise ValueError(f"the image sequence view takes no options (set pretext.cpc_patch_fraction), got {sorted(request.options)}")
+    unit = to_unit_range(images)
+    batch, channels, height, width = unit.shape
+    flip = draws.bernoulli(generator, 0.5, (batch,), unit.device)
+    unit = torch.where(flip[:, None, None, None], unit.flip(-1), unit)
+    patch = max(2, round(config.pretext.cpc_patch_fraction * min(height, width)))
+    stride = max(1, patch // 2)
+    grid = unit.unfold(2, patch, stride).unfold(3, patch, stride)  # [B, C, rows, columns, patch, patch]
+    rows, columns = grid.shape[2:4]
+    if rows < 2:  # CPC predicts rows below from rows above
+        raise ValueError(f"a {height}x{width} image makes a {rows}x{columns} grid of {patch} px patches: "
+                         "lower pretext.cpc_patch_fraction or enlarge the images")
+    patches = grid.permute(0, 2, 3, 1, 4, 5).reshape(batch * rows * columns, channels, patch, patch)
+    size = config.tile_size
+    if size != patch:
+        patches = torch.nn.functional.interpolate(patches, size=(size, size), mode="bilinear", align_corners=False)
+    pixels = _normalized(patches, config).view(batch, rows * columns, channels, size, size)
+    return {"parts": [{"pixel_values": pixels[:, i]} for i in range(rows * columns)], "grid": (rows, columns)}
+
+
 def pretext_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                   generator: torch.Generator) -> dict[str, Any]:
     options = _options(request, dict(task=None, all_rotations=False))

@@ -1,5 +1,5 @@
 """CPC: representation learning with contrastive predictive coding (van den Oord et al. 2018,
-arXiv:1807.03748), on audio and text.
+arXiv:1807.03748), on audio and text, and in 2-D on image patches.
 
     inputs [B, L] -> n segments of ``segment_length`` positions, each encoded alone: z_t [B, n, D]
     c_t = causal context network(z_1..z_t)     (GRU, as the paper, or a causal transformer)
@@ -23,8 +23,14 @@ features of segment t, which sees segment t only, positions restarting at 0 in e
 waveforms (1600 = 100 ms at 16 kHz, 4 wav2vec2 frames; it must cover the conv encoder's
 receptive field), frames for spectrogram inputs. The first text segment holds [CLS] and the last
 non-empty one [SEP], as ordinary tokens. Trailing segments with no valid frame (padding) are
-neither predicted nor negatives. 2-D CPC over image patches (a second, masked context network
-over the patch grid) is left out.
+neither predicted nor negatives.
+
+**Images (section 3.3).** The image domain's sequence view is a grid of overlapping patches
+(``parts``, row-major, and ``grid``); each patch is encoded alone, z [B, rows, columns, D], and
+every column is read top to bottom as one sequence: c_{i,j} summarises the patches above and at
+(i, j) in column j and predicts z_{i+k,j}. The paper's PixelCNN context also sees the other
+columns of the rows above; a per-column context is the simple form of the same causal order.
+Negatives are every other patch of the global batch, of the same image and of the others.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from multissl.objectives.base import Objective, ObjectiveOutput
 from multissl.objectives.positions import sincos_1d
 from multissl.views import ViewRequest
 
-__all__ = ["CPC", "CausalTransformer", "encode_segments"]
+__all__ = ["CPC", "CausalTransformer", "encode_segments", "encode_patch_columns"]
 
 
 def encode_segments(encoder: nn.Module, inputs: dict[str, Tensor], segment_length: int) -> tuple[Tensor, Tensor]:
@@ -74,6 +80,18 @@ def encode_segments(encoder: nn.Module, inputs: dict[str, Tensor], segment_lengt
     valid = attended.clone()
     valid[attended] = produced
     return z.view(batch, segments, -1), valid.view(batch, segments)
+
+
+def encode_patch_columns(encoder: nn.Module, parts: list[dict[str, Tensor]], grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Encode each patch of a row-major grid alone (one encoder call) and return its columns as
+    sequences read top to bottom: z [B * columns, rows, D] and valid Bool (all True)."""
+    rows, columns = grid
+    if len(parts) != rows * columns:
+        raise ValueError(f"a {rows}x{columns} grid needs {rows * columns} patches, got {len(parts)}")
+    batch = next(iter(parts[0].values())).shape[0]
+    pooled = encoder(**{key: torch.cat([part[key] for part in parts]) for key in parts[0]}).pooled  # [R*C*B, D]
+    z = pooled.view(rows, columns, batch, -1).permute(2, 1, 0, 3).reshape(batch * columns, rows, -1)
+    return z, torch.ones(z.shape[:2], dtype=torch.bool, device=z.device)
 
 
 class CausalTransformer(nn.Module):
@@ -143,7 +161,10 @@ class CPC(Objective):
         return self.context(z)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
-        z, valid = encode_segments(self.encoder, views["inputs"], self.segment_length)
+        if "parts" in views:  # a 2-D grid of patches: its columns are the sequences
+            z, valid = encode_patch_columns(self.encoder, views["parts"], views["grid"])
+        else:
+            z, valid = encode_segments(self.encoder, views["inputs"], self.segment_length)
         if z.shape[1] < 2:
             raise ValueError(
                 f"CPC: the inputs make {z.shape[1]} segment(s) of {self.segment_length} positions; nothing to "
