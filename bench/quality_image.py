@@ -822,6 +822,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "with another seed.",
         ],
         extra={"training": result["training"]},
+        rows=result["rows"],
     )
 
 

@@ -297,3 +297,21 @@ def test_losing_notes_say_plainly_where_multissl_loses_and_nothing_where_it_wins
     assert "multissl loses this row to lightly SimCLR by 5.0 points" in rows[0]["notes"]
     assert "beyond two standard errors" in rows[0]["notes"]
     assert rows[2]["notes"] == "trained" and rows[1]["notes"] == "trained"
+
+
+def test_the_whole_script_writes_a_results_file_the_report_reads(shared_data, tmp_path, monkeypatch):
+    """main() end to end on a tiny setting: every contender and baseline row lands in a valid
+    results file (a full run is ~40 minutes: a crash at the write would lose all of it)."""
+    import argparse
+
+    from bench.report import load_results, render
+
+    output = tmp_path / "quality_image.json"
+    settings = _tiny_settings(methods=("simclr",))
+    monkeypatch.setattr(quality_image, "parse_settings", lambda argv: (settings, argparse.Namespace(output=output)))
+    quality_image.main(["--quick"])
+    ((_, data),) = load_results(tmp_path)  # validated against the results schema
+    contenders = {row["contender"] for row in data["rows"]}
+    assert contenders == {"multissl SimCLR", "lightly SimCLR", "random init", "raw pixels"}
+    assert {row["metric"] for row in data["rows"]} == {"top1_accuracy"}
+    assert "multissl SimCLR" in render([(output, data)])
