@@ -104,26 +104,33 @@ class LARS(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            decay, momentum = group["weight_decay"], group["momentum"]
             for weight in group["params"]:
                 if weight.grad is None:
                     continue
-                if weight.grad.is_sparse:
+                grad = weight.grad
+                if grad.is_sparse:
                     raise RuntimeError("LARS does not support sparse gradients")
-                update = weight.grad.add(weight, alpha=group["weight_decay"])
+                # u = g + decay * w is never materialised: a fresh parameter-sized tensor per step
+                # costs more than the whole update on a CPU (page faults on every allocation).
+                # ||u||^2 = ||g||^2 + 2 decay <g, w> + decay^2 ||w||^2, and v += lr*trust*g + lr*trust*decay*w.
+                step_size = torch.full((), group["lr"], dtype=weight.dtype, device=weight.device)
                 if group["layer_adaptation"]:
-                    weight_norm, update_norm = torch.linalg.vector_norm(weight), torch.linalg.vector_norm(update)
+                    weight_norm = torch.linalg.vector_norm(weight)
+                    grad_norm = torch.linalg.vector_norm(grad)
+                    inner = torch.dot(grad.reshape(-1), weight.reshape(-1))
+                    update_norm = (grad_norm.square() + 2 * decay * inner + decay**2 * weight_norm.square()).clamp_min(0).sqrt()
                     # torch.where keeps this on the device: no host sync per tensor.
-                    trust = torch.where(
-                        (weight_norm > 0) & (update_norm > 0),
-                        group["trust_coefficient"] * weight_norm / update_norm,
-                        torch.ones_like(weight_norm),
-                    )
-                    update.mul_(trust)
+                    trust = torch.where((weight_norm > 0) & (update_norm > 0),
+                                        group["trust_coefficient"] * weight_norm / update_norm, torch.ones_like(weight_norm))
+                    step_size = step_size * trust
                 state = self.state[weight]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(weight)
                 velocity = state["momentum_buffer"]
-                velocity.mul_(group["momentum"]).add_(update, alpha=group["lr"])
+                velocity.mul_(momentum).addcmul_(grad, step_size)
+                if decay:
+                    velocity.addcmul_(weight, step_size * decay)
                 weight.sub_(velocity)
         return loss
 
