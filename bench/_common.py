@@ -347,11 +347,20 @@ def losing_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         groups.setdefault((row["task"], row["metric"]), []).append(row)
     for rows in groups.values():
         peers = [r for r in rows if not is_multissl(r["contender"]) and isinstance(r["value"], (int, float))]
+        # "multissl MoCo v2" and "lightly MoCo v2" are one method through two libraries: a peer library's
+        # run of a method multissl also ran is compared with that method only; baselines with every row
+        methods = {str(r["contender"])[len("multissl"):].strip() for r in rows if is_multissl(r["contender"])}
+
+        def method_of(contender: str) -> str | None:
+            return next((m for m in methods if m and str(contender).endswith(" " + m)), None)
+
         for row in rows:
             if not is_multissl(row["contender"]) or not isinstance(row["value"], (int, float)):
                 continue
             better = "higher" if row["higher_is_better"] else "lower"
-            beaten_by = [p for p in peers if _worse(row["value"], p["value"], better)]
+            ours = method_of(row["contender"])
+            beaten_by = [p for p in peers if _worse(row["value"], p["value"], better)
+                         and method_of(p["contender"]) in (None, ours)]
             if beaten_by:
                 best = (max if better == "higher" else min)(beaten_by, key=lambda p: p["value"])
                 losses.append({"row": row, "ours": row["value"], "theirs": best["value"], "multissl": row["contender"],

@@ -212,3 +212,22 @@ def test_write_results_records_the_run_and_round_trips_through_the_report(tmp_pa
         write_results(tmp_path / "bad.json", benchmark="b", title="t", kind="speed", description="", machine=MACHINE,
                       seeds={}, budget={}, rows=[], comparisons=[{"multissl": "a", "peer": "b", "better": "faster"}])
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_peer_library_run_of_one_method_is_compared_with_that_method_only():
+    """lightly MoCo v2 beating multissl SimCLR is two methods, not two libraries: no loss row. The
+    same-method peer and a baseline (raw pixels) still count."""
+    from bench._common import losing_rows
+
+    rows = [
+        QualityRow("CIFAR-10", "multissl SimCLR", "top1", 0.41, True, 300.0),
+        QualityRow("CIFAR-10", "lightly SimCLR", "top1", 0.40, True, 300.0),
+        QualityRow("CIFAR-10", "multissl MoCo v2", "top1", 0.43, True, 300.0),
+        QualityRow("CIFAR-10", "lightly MoCo v2", "top1", 0.44, True, 300.0),
+        QualityRow("CIFAR-10", "multissl BYOL", "top1", 0.34, True, 300.0),
+        QualityRow("CIFAR-10", "raw pixels", "top1", 0.39, True, 0.0),
+    ]
+    data = header(title="Fake quality", kind="quality", benchmark="bench/quality_fake.py",
+                  rows=[row.as_row() for row in rows])
+    lost = {(loss["multissl"], loss["peer"]) for loss in losing_rows(data)}
+    assert lost == {("multissl MoCo v2", "lightly MoCo v2"), ("multissl BYOL", "raw pixels")}
