@@ -28,6 +28,8 @@ accelerator = Accelerator()
 total = accelerator.reduce(torch.tensor([float(accelerator.process_index + 1)]), reduction="sum")
 if accelerator.is_main_process:
     open(sys.argv[1], "w").write(f"{accelerator.num_processes} {int(total.item())}")
+# as the engine ends: without destroying the process group, gloo's threads can abort the exit
+accelerator.end_training()
 """
 
 
