@@ -38,7 +38,7 @@ from torch import Tensor
 __all__ = [
     "CpuBudget", "StepResult", "TrainingReport", "budgeted_training", "progress_schedule",
     "budget_lr_scheduler", "estimated_total_steps", "held_out_split", "labelled_subset", "ProbeScores", "evaluate_frozen",
-    "probe_rows", "fix_threads",
+    "probe_rows", "fix_threads", "DifferentStartError", "assert_same_start",
 ]
 
 
@@ -303,3 +303,20 @@ def probe_rows(task: str, contender: str, scores: ProbeScores, budget_seconds: f
     rows += [QualityRow(f"{task}, kNN k={k}", contender, "top1_accuracy", round(accuracy, 4), True, budget_seconds,
                         notes) for k, accuracy in sorted(scores.knn_accuracy.items())]
     return [row.as_row() for row in rows]
+
+
+class DifferentStartError(AssertionError, RuntimeError):
+    """A contender's model does not start from the weights every contender must start from."""
+
+
+def assert_same_start(state: dict[str, Tensor], reference: dict[str, Tensor], who: str,
+                      start: str = "the shared initial weights") -> None:
+    """``state`` (a ``state_dict``) must hold exactly ``reference``'s tensors, bit for bit; the
+    error names the contender and the first tensor that differs. Every quality bench checks its
+    contenders with this before training, so a comparison never silently starts apart."""
+    if state.keys() != reference.keys():
+        missing = sorted(set(reference) ^ set(state))[:3]
+        raise DifferentStartError(f"{who} does not start from {start} (other parameters: {missing} ...)")
+    for name, value in reference.items():
+        if not torch.equal(state[name], value):
+            raise DifferentStartError(f"{who} does not start from {start} ({name} differs)")

@@ -66,7 +66,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._common import RESULTS_DIR, SHARED_DATA, QualityRow, describe_machine, machine_info, write_results  # noqa: E402
-from bench._quality import CpuBudget, StepResult, TrainingReport, budgeted_training, fix_threads, progress_schedule  # noqa: E402
+from bench._quality import CpuBudget, assert_same_start, StepResult, TrainingReport, budgeted_training, fix_threads, progress_schedule  # noqa: E402
 
 FSDD = SHARED_DATA / "audio" / "fsdd" / "recordings"
 PHONE_LABELS = SHARED_DATA / "audio" / "librispeech_mini" / "phone_labels.txt"
@@ -248,9 +248,7 @@ def train_method(method: Method, encoder_size: str, budget: CpuBudget, seed: int
     domains, dataset, encoders, model = build_run(recipe)
     encoder = encoders["audio"]
     if initial_state is not None:
-        for name, value in encoder.state_dict().items():
-            if not torch.equal(value, initial_state[name]):
-                raise AssertionError(f"{method.contender} does not start from the random-init weights ({name} differs)")
+        assert_same_start(encoder.state_dict(), initial_state, method.contender, "the random-init weights")
     if tc.global_batchnorm:
         convert_to_global_batchnorm(model)
     optimizer = build_optimizer(options.name, parameter_groups(model, options.weight_decay), lr=scaled_lr(recipe, 1),

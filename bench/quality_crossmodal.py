@@ -457,13 +457,10 @@ def initial_state(run: ClipRun) -> dict[str, Tensor]:
 
 
 def check_same_start(run: ClipRun, reference: dict[str, Tensor], contender: str) -> None:
-    """Contenders compared on one architecture must start from the same weights."""
-    state = run.clip.state_dict()
-    if state.keys() != reference.keys():
-        raise AssertionError(f"{contender}: its CLIP model has other parameters than the reference")
-    for name, value in state.items():
-        if not torch.equal(value, reference[name]):
-            raise AssertionError(f"{contender} does not start from the reference weights ({name} differs)")
+    """Contenders compared on one architecture must start from the same weights (``bench._quality``)."""
+    from bench._quality import assert_same_start
+
+    assert_same_start(run.clip.state_dict(), reference, contender, "the reference weights")
 
 
 # -------------------------------------------------------------------------------------- evaluation

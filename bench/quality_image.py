@@ -67,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 from bench._common import RESULTS_DIR, SHARED_DATA, describe_machine, machine_info, write_results  # noqa: E402
 from bench._quality import (  # noqa: E402
+    assert_same_start as same_start,
     CpuBudget,
     StepResult,
     budget_lr_scheduler,
@@ -255,11 +256,8 @@ def initial_encoder(settings: BenchSettings, image_config):
 
 
 def assert_same_start(encoder: nn.Module, reference: nn.Module, who: str) -> None:
-    """Every contender must start from the reference weights; name the first tensor that differs."""
-    ours, theirs = encoder.state_dict(), reference.state_dict()
-    for name, value in theirs.items():
-        if name not in ours or not torch.equal(ours[name], value):
-            raise RuntimeError(f"{who}: encoder tensor {name!r} does not start from the shared initial weights")
+    """Every contender must start from the reference encoder's weights (``bench._quality``)."""
+    same_start(encoder.state_dict(), reference.state_dict(), f"{who} encoder")
 
 
 # ---------------------------------------------------------------------------------------- contenders
