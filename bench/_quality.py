@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from torch import Tensor
 __all__ = [
     "CpuBudget", "StepResult", "TrainingReport", "budgeted_training", "progress_schedule",
     "budget_lr_scheduler", "estimated_total_steps", "held_out_split", "labelled_subset", "ProbeScores", "evaluate_frozen",
-    "probe_rows", "fix_threads", "DifferentStartError", "assert_same_start",
+    "probe_rows", "fix_threads", "DifferentStartError", "assert_same_start", "forever", "engine_step",
 ]
 
 
@@ -320,3 +320,53 @@ def assert_same_start(state: dict[str, Tensor], reference: dict[str, Tensor], wh
     for name, value in reference.items():
         if not torch.equal(state[name], value):
             raise DifferentStartError(f"{who} does not start from {start} ({name} differs)")
+
+
+def forever(loader: Iterable[Any]) -> Iterator[Any]:
+    """Batches of ``loader`` epoch after epoch, reshuffled every epoch (``set_epoch`` for Accelerate's
+    seedable sampler, as the engine calls it; a plain loader's seeded generator moves on by itself).
+    A loader that gives no batch at all (fewer rows than one batch, with drop_last) is an error."""
+    epoch = 0
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training data gave no batch (fewer rows than one batch, with drop_last)")
+        epoch += 1
+
+
+def engine_step(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, domains: dict[str, Any],
+                batches: Iterator[Any], seed: int, clock: CpuBudget, batch_size: int,
+                grad_clip: float | None) -> tuple[Callable[[float], StepResult], dict[str, float]]:
+    """One multissl training step as ``multissl.train.train`` takes it, for :func:`budgeted_training`:
+    the next collated batch moved to the device, views from ``view_generator`` at (seed, step),
+    ``SSLModel.make_views``, ``optimisation_step``, then every objective's ``on_step_end`` with the
+    budget's progress as (step, total) (EMA schedules follow the budget, like the learning rate).
+
+    Returns the step function and its counters: steps, skipped samples, and the CPU seconds spent
+    in the data path (decode + views)."""
+    from multissl.train import move_to_device, optimisation_step, view_generator
+
+    unwrapped = accelerator.unwrap_model(model)
+    counters = {"steps": 0, "skipped": 0, "data_cpu_seconds": 0.0}
+    resolution = 1_000_000
+
+    def step(progress: float) -> StepResult:
+        started = time.process_time()
+        raw = move_to_device(next(batches), accelerator.device)
+        counters["skipped"] += sum(int(batch.get("skipped", 0)) for batch in raw.values())
+        generator = view_generator(accelerator.device, seed, counters["steps"], accelerator.process_index, 0)
+        views = unwrapped.make_views(domains, raw, generator)
+        counters["data_cpu_seconds"] += time.process_time() - started
+        loss, _, _ = optimisation_step(accelerator, model, optimizer, scheduler, views, counters["steps"] + 1, grad_clip)
+        counters["steps"] += 1
+        done = max(1, round(clock.progress() * resolution))
+        for objective in unwrapped.objectives.values():
+            objective.on_step_end(done, resolution)
+        return StepResult(float(loss.detach()), batch_size)
+
+    return step, counters

@@ -66,7 +66,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._common import RESULTS_DIR, SHARED_DATA, QualityRow, describe_machine, machine_info, write_results  # noqa: E402
-from bench._quality import CpuBudget, assert_same_start, StepResult, TrainingReport, budgeted_training, fix_threads, progress_schedule  # noqa: E402
+from bench._quality import (  # noqa: E402
+    CpuBudget, TrainingReport, assert_same_start, budget_lr_scheduler, budgeted_training, engine_step, fix_threads, forever,
+)
 
 FSDD = SHARED_DATA / "audio" / "fsdd" / "recordings"
 PHONE_LABELS = SHARED_DATA / "audio" / "librispeech_mini" / "phone_labels.txt"
@@ -236,7 +238,7 @@ def train_method(method: Method, encoder_size: str, budget: CpuBudget, seed: int
 
     from multissl.modules import convert_to_global_batchnorm
     from multissl.optim import build_optimizer, parameter_groups
-    from multissl.train import MultiDomainCollate, build_run, move_to_device, optimisation_step, scaled_lr, view_generator
+    from multissl.train import MultiDomainCollate, build_run, scaled_lr
 
     with tempfile.TemporaryDirectory(prefix="quality-audio-") as output_dir:
         recipe, overrides = load_method_recipe(method, encoder_size, seed, output_dir)
@@ -254,41 +256,15 @@ def train_method(method: Method, encoder_size: str, budget: CpuBudget, seed: int
     optimizer = build_optimizer(options.name, parameter_groups(model, options.weight_decay), lr=scaled_lr(recipe, 1),
                                 weight_decay=options.weight_decay, momentum=options.momentum, betas=options.betas)
     model, optimizer = accelerator.prepare(model, optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: progress_schedule(
-        budget.progress() if budget.started else 0.0, recipe.schedule.warmup, recipe.schedule.final_lr_fraction))
+    scheduler = budget_lr_scheduler(optimizer, budget, recipe.schedule.warmup, recipe.schedule.final_lr_fraction)
     loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=True, drop_last=True, num_workers=0,
                         collate_fn=MultiDomainCollate(domains), generator=torch.Generator().manual_seed(seed))
-    unwrapped = accelerator.unwrap_model(model)
-    batches = _forever(loader)
-    done = {"steps": 0, "skipped": 0}
-    resolution = 1_000_000  # objectives schedule by (step, total_steps): hand them the budget's progress
     model.train()
-
-    def step(progress: float) -> StepResult:
-        raw = move_to_device(next(batches), accelerator.device)
-        done["skipped"] += sum(int(batch.get("skipped", 0)) for batch in raw.values())
-        generator = view_generator(accelerator.device, seed, done["steps"], accelerator.process_index, 0)
-        views = unwrapped.make_views(domains, raw, generator)
-        loss, _, _ = optimisation_step(accelerator, model, optimizer, scheduler, views, done["steps"] + 1, tc.grad_clip)
-        done["steps"] += 1
-        for objective in unwrapped.objectives.values():
-            objective.on_step_end(max(1, round(budget.progress() * resolution)), resolution)
-        return StepResult(float(loss.detach()), tc.batch_size)
-
+    step, done = engine_step(accelerator, model, optimizer, scheduler, domains, forever(loader), seed, budget,
+                             tc.batch_size, tc.grad_clip)
     report = budgeted_training(step, budget, max_steps=max_steps, name=method.contender, log_every=200)
     encoder.eval()
     return TrainedContender(encoder, report, overrides, report.samples / len(dataset), done["skipped"])
-
-
-def _forever(loader):
-    """Batches of ``loader`` epoch after epoch (its seeded sampler reshuffles every pass)."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("the training data gave no batch (fewer rows than one batch, with drop_last)")
 
 
 def build_random_encoder(encoder_size: str, seed: int):

@@ -51,8 +51,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ if str(ROOT) not in sys.path:
 
 from bench._common import RESULTS_DIR, SHARED_DATA, describe_machine, machine_info, write_results  # noqa: E402
 from bench._quality import (  # noqa: E402
+    engine_step,
+    forever,
     assert_same_start as same_start,
     CpuBudget,
     StepResult,
@@ -213,17 +215,6 @@ def load_cifar(settings: BenchSettings, domain) -> CifarData:
     return CifarData(rows, labels, held_out, train, probe_train)
 
 
-def forever(loader: DataLoader) -> Iterator[Any]:
-    """Batches of ``loader`` epoch after epoch, reshuffled every epoch (``set_epoch`` for Accelerate's
-    seedable sampler, as the engine calls it; a plain loader's seeded generator moves on by itself)."""
-    epoch = 0
-    while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
 # ------------------------------------------------------------------------------------------- recipes
 
 
@@ -266,26 +257,26 @@ def assert_same_start(encoder: nn.Module, reference: nn.Module, who: str) -> Non
 @dataclass
 class Trainer:
     """One contender ready to train: ``step(progress)`` for :func:`budgeted_training`, the encoder
-    it trains (evaluated afterwards), and CPU seconds spent in its data path (decode + views)."""
+    it trains (evaluated afterwards), and its counters, updated as it steps: ``data_cpu_seconds``,
+    CPU seconds spent in its data path (decode + views)."""
 
     step: Callable[[float], StepResult]
     encoder: nn.Module
-    data_cpu_seconds: list[float] = field(default_factory=lambda: [0.0])
+    counters: dict[str, float]
 
 
 def multissl_trainer(method: str, settings: BenchSettings, data: CifarData, reference: nn.Module,
                      output_dir: str, clock: CpuBudget) -> Trainer:
     """The engine's step on ``recipes/<method>-image.yaml``: the public pieces ``multissl.train.train``
-    calls (``build_run``, the prepared model/optimiser/loader, ``view_generator``,
-    ``SSLModel.make_views``, ``optimisation_step``, ``on_step_end``), with the budget's schedule."""
+    calls (``build_run``, the prepared model/optimiser/loader, then ``bench._quality.engine_step``:
+    ``view_generator``, ``SSLModel.make_views``, ``optimisation_step``, ``on_step_end``), with the budget's schedule."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
     from multissl.modules import convert_to_global_batchnorm
     from multissl.optim import build_optimizer, parameter_groups
-    from multissl.train import (AlignedRows, MultiDomainCollate, build_run, move_to_device, optimisation_step,
-                                scaled_lr, view_generator)
+    from multissl.train import AlignedRows, MultiDomainCollate, build_run, scaled_lr
 
     recipe = bench_recipe(method, settings, output_dir)
     tc = recipe.train
@@ -306,28 +297,10 @@ def multissl_trainer(method: str, settings: BenchSettings, data: CifarData, refe
                                 weight_decay=opt.weight_decay, momentum=opt.momentum, betas=opt.betas)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     scheduler = budget_lr_scheduler(optimizer, clock, recipe.schedule.warmup, recipe.schedule.final_lr_fraction)
-    unwrapped = accelerator.unwrap_model(model)
-    batches = forever(loader)
-    state = {"step": 0}
-    data_cpu = [0.0]
-    resolution = 1_000_000
     model.train()
-
-    def step(progress: float) -> StepResult:
-        started = time.process_time()
-        raw = move_to_device(next(batches), accelerator.device)
-        generator = view_generator(accelerator.device, tc.seed, state["step"], accelerator.process_index, 0)
-        views = unwrapped.make_views(domains, raw, generator)
-        data_cpu[0] += time.process_time() - started
-        loss, _, _ = optimisation_step(accelerator, model, optimizer, scheduler, views, state["step"] + 1, tc.grad_clip)
-        state["step"] += 1
-        # EMA schedules read (step, total_steps): hand them the budget's progress after this step
-        done = max(1, round(clock.progress() * resolution))
-        for objective in unwrapped.objectives.values():
-            objective.on_step_end(done, resolution)
-        return StepResult(float(loss.detach()), tc.batch_size)
-
-    return Trainer(step, encoder, data_cpu)
+    step, counters = engine_step(accelerator, model, optimizer, scheduler, domains, forever(loader), tc.seed, clock,
+                                 tc.batch_size, tc.grad_clip)
+    return Trainer(step, encoder, counters)
 
 
 class PILViews(Dataset):
@@ -536,13 +509,13 @@ def lightly_trainer(method: str, settings: BenchSettings, data: CifarData, refer
         raise ValueError(f"the bench maps only lars and sgd recipes onto lightly, got {opt.name!r}")
     scheduler = budget_lr_scheduler(optimizer, clock, recipe.schedule.warmup, recipe.schedule.final_lr_fraction)
     batches = forever(loader)
-    data_cpu = [0.0]
+    counters = {"data_cpu_seconds": 0.0}
     model.train()
 
     def step(progress: float) -> StepResult:
         started = time.process_time()
         views, _ = next(batches)
-        data_cpu[0] += time.process_time() - started
+        counters["data_cpu_seconds"] += time.process_time() - started
         loss = model.loss(list(views), progress)
         loss.backward()
         optimizer.step()
@@ -550,7 +523,7 @@ def lightly_trainer(method: str, settings: BenchSettings, data: CifarData, refer
         optimizer.zero_grad(set_to_none=True)
         return StepResult(float(loss.detach()), settings.batch_size)
 
-    return Trainer(step, backbone, data_cpu)
+    return Trainer(step, backbone, counters)
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -692,11 +665,11 @@ def run_job(settings: BenchSettings, job: Job) -> dict[str, Any]:
         say(f"training for {settings.budget_cpu_seconds:g} CPU s")
         report = budgeted_training(trainer.step, clock, max_steps=settings.max_steps, name=job.name,
                                    log_every=100, printer=say)
-    note = training_note(report, trainer.data_cpu_seconds[0], len(data.train))
+    note = training_note(report, trainer.counters["data_cpu_seconds"], len(data.train))
     say(note)
     evaluate_and_record(job.name, trainer.encoder, settings.budget_cpu_seconds, note)
     summary = report.summary()
-    summary["data_cpu_seconds"] = round(trainer.data_cpu_seconds[0], 2)
+    summary["data_cpu_seconds"] = round(trainer.counters["data_cpu_seconds"], 2)
     return {"job": job.name, "rows": rows, "training": summary}
 
 

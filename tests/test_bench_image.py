@@ -259,7 +259,7 @@ def test_both_libraries_train_the_same_start_with_the_same_hyper_parameters(meth
         report = budgeted_training(trainer.step, clock, max_steps=settings.max_steps, name=f"{peer} {method}")
         assert report.steps == 2 and report.samples == 2 * settings.batch_size
         assert all(math.isfinite(loss) for loss in report.losses)
-        assert trainer.data_cpu_seconds[0] > 0
+        assert trainer.counters["data_cpu_seconds"] > 0
         moved = [name for name, value in trainer.encoder.state_dict().items()
                  if value.is_floating_point() and not torch.equal(value, reference.state_dict()[name])]
         assert moved, f"{peer} {method} did not change its encoder"
