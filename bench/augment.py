@@ -88,7 +88,7 @@ def bench_image(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Two views of a CIFAR-10 batch: ``make_views`` on the uint8 batch vs torchvision PIL per image."""
     from PIL import Image
 
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
     from domains.image import ImageConfig, ImageDomain
     from domains.image.views import view_recipes
     from multissl.views import ViewRequest

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from domains.base import DataConfig  # noqa: E402
+from multissl.domain import DataConfig  # noqa: E402
 from domains.text import TextConfig, TextDomain  # noqa: E402
 from multissl.views import ViewRequest  # noqa: E402
 

@@ -120,7 +120,7 @@ def fsdd_config(takes: tuple[int, int], labelled: bool, **options: Any):
 def load_fsdd(takes: tuple[int, int], labelled: bool = True):
     """(AudioDomain, rows) of the FSDD ``takes`` as the probes read them (plain views, 8 kHz)."""
     from domains.audio import AudioDomain
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
 
     domain = AudioDomain(fsdd_config(takes, labelled))
     return domain, domain.load(DataConfig(path=str(FSDD)))
@@ -273,7 +273,7 @@ def build_random_encoder(encoder_size: str, seed: int):
     from accelerate.utils import set_seed
 
     from domains.audio import AudioDomain
-    from domains.base import EncoderConfig
+    from multissl.domain import EncoderConfig
 
     set_seed(seed)
     domain = AudioDomain(fsdd_config(TRAIN_TAKES, labelled=False))
@@ -368,7 +368,7 @@ def load_phone_utterances(frame_geometry):
 
     from domains.audio import AudioDomain
     from domains.audio.config import AudioConfig
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
 
     domain = AudioDomain(AudioConfig(sample_rate=SAMPLE_RATE, max_seconds=None, **SPECTROGRAM))
     domain.frame_geometry = frame_geometry

@@ -487,7 +487,7 @@ def joint_embeddings(run: ClipRun, side: int, domain: Any, rows: Any, batch_size
 
 def flickr_recall(run: ClipRun, files: dict[str, Path], text_to_image: Sequence[int]) -> dict[str, float]:
     """Recall@k both ways on the held-out photos and their captions, in the run's joint space."""
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
     from multissl.probes import retrieval_recall
 
     image_domain, text_domain = run.domains["image"], run.domains["text"]
@@ -697,7 +697,7 @@ def run_flickr(settings: Settings, workdir: Path) -> tuple[list[Outcome], dict[s
 
 def run_digits(settings: Settings, workdir: Path) -> tuple[list[Outcome], dict[str, Any]]:
     from domains import build_domain
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
 
     fields = dict(mnist=MNIST, fsdd=FSDD, seed=settings.seed, output_dir=workdir / "runs" / "digits")
     overrides = recipe_overrides(DIGITS_OVERRIDES, **fields)

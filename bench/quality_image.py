@@ -205,7 +205,7 @@ def eval_domain():
 
 def load_cifar(settings: BenchSettings, domain) -> CifarData:
     """Load the CIFAR-10 shards through the image domain and split them (seeded, stratified)."""
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
 
     rows = domain.load(DataConfig(path=str(DATA_GLOB), columns=dict(COLUMNS), limit=settings.data_limit))
     labels = torch.as_tensor(rows["label"]).long()
@@ -239,7 +239,7 @@ def bench_recipe(method: str, settings: BenchSettings, output_dir: str):
 
 def initial_encoder(settings: BenchSettings, image_config):
     """The encoder every contender starts from: built right after ``torch.manual_seed(seed)``."""
-    from domains.base import EncoderConfig
+    from multissl.domain import EncoderConfig
     from domains.image import build_image_encoder
 
     torch.manual_seed(settings.seed)

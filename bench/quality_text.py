@@ -363,7 +363,7 @@ def build_sentence_transformers_simcse(sentences: Sequence[str], settings: Setti
 
 def pretrained_encoder(name: str, settings: Settings):
     """An untouched text encoder of the text domain (the MiniLM start), mean pooling."""
-    from domains.base import EncoderConfig
+    from multissl.domain import EncoderConfig
     from domains.text import TextConfig, TextDomain
 
     domain = TextDomain(TextConfig(tokenizer=name, max_length=settings.eval_max_length))

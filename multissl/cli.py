@@ -18,21 +18,9 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["main", "recipes_dir", "resolve_recipe"]
+from multissl.config import recipes_dir
 
-
-def recipes_dir() -> Path:
-    """The recipes shipped beside the package (repository checkout or editable install)."""
-    return Path(__file__).resolve().parents[1] / "recipes"
-
-
-def resolve_recipe(name_or_path: str) -> str:
-    """A path as given, or the shipped recipe of that name (with or without ``.yaml``)."""
-    if Path(name_or_path).is_file():
-        return name_or_path
-    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
-    shipped = recipes_dir() / f"{stem}.yaml"
-    return str(shipped) if shipped.is_file() else name_or_path
+__all__ = ["main"]
 
 
 def _list_recipes() -> int:
@@ -85,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from multissl.train import main as train_main
 
-        return train_main([resolve_recipe(args.recipe), *args.overrides])
+        return train_main([args.recipe, *args.overrides])
     if args.command == "demo":
         from multissl.demo import run_demo
 

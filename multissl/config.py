@@ -2,8 +2,12 @@
 
 A recipe names one dataset, the domains that read it (each with its encoder), the objectives that
 train those encoders, and how to optimise, log, checkpoint, probe and publish. Every key is
-checked against the dataclasses below before anything runs: an unknown key, a wrong type or a
-missing local file is a :class:`RecipeError` naming the key and the recipe file.
+checked before any data is read, against the dataclasses below and against the typed
+declarations of what each section's ``options`` fill (a domain's config dataclass, an objective's
+constructor, the probes' options): an unknown key (with the close matches), a wrong type, a value
+out of range or a missing local file is one :class:`RecipeError` naming the recipe file and the
+full key, e.g. ``recipes/simclr-image.yaml: unknown key 'objectives[0].options.temprature' (did you
+mean 'temperature'?)``.
 
 A minimal recipe::
 
@@ -16,23 +20,38 @@ A minimal recipe::
       - {name: simclr, domains: [image], options: {temperature: 0.2}}
     train: {batch_size: 128, max_steps: 200}
 
-Overrides use dotted paths, list items by index, values parsed as YAML:
-``train.batch_size=64 objectives.0.options.temperature=0.1 domains.image.encoder.size=small``.
+Overrides use dotted paths, list items by index (``objectives.0`` or ``objectives[0]``), values
+parsed as YAML (``3e-4`` is a number): ``train.batch_size=64 objectives.0.options.temperature=0.1
+domains.image.encoder.size=small``.
+
+The core knows no concrete domain: the caller that does (the engine, the CLI) passes
+``domain_config``, which maps a domain's registry name to its config dataclass, so domain options
+are checked here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
-import yaml
-
-from domains.base import DataConfig, EncoderConfig
+from multissl.domain import DataConfig, EncoderConfig
+from multissl.options import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    OptionError,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    build,
+    closest,
+    convert,
+    format_key,
+    load_yaml,
+)
 
 __all__ = [
     "RecipeError",
@@ -50,10 +69,12 @@ __all__ = [
     "parse_recipe",
     "apply_overrides",
     "recipe_to_dict",
+    "recipes_dir",
+    "resolve_recipe",
 ]
 
 
-class RecipeError(ValueError):
+class RecipeError(OptionError):
     """A recipe that cannot run; the message names the file and the key."""
 
 
@@ -87,12 +108,12 @@ class OptimizerConfig:
     large batch, "none"). Biases, norms and temperatures are excluded from weight decay."""
 
     name: Literal["adamw", "sgd", "lars"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.05
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    lr_reference_batch: int = 256
+    lr_reference_batch: PositiveInt = 256
 
 
 @dataclass
@@ -100,28 +121,30 @@ class ScheduleConfig:
     """Linear warmup then cosine decay to ``final_lr_fraction`` of the peak.
     ``warmup`` below 1 is a fraction of the run, otherwise a number of steps."""
 
-    warmup: float = 0.05
-    final_lr_fraction: float = 0.0
+    warmup: NonNegativeFloat = 0.05
+    final_lr_fraction: Annotated[float, Range(0, 1)] = 0.0
 
 
 @dataclass
 class TrainConfig:
     """``batch_size`` is per process. Gradient accumulation sums gradients of several small
     contrastive batches: it does NOT enlarge the contrastive batch (negatives stay per micro
-    batch); use more processes or GradCache for that."""
+    batch); use more processes or GradCache for that. The run's length is ``max_steps`` optimiser
+    steps or ``epochs`` passes over the data: exactly one in a recipe file, and an override of
+    ``max_steps`` replaces the file's ``epochs`` (``train.max_steps=20`` alone makes a quick run)."""
 
-    batch_size: int = 256
+    batch_size: PositiveInt = 256
     global_batchnorm: bool = False
     find_unused_parameters: bool = False
-    max_steps: int | None = None
-    epochs: float | None = None
+    max_steps: PositiveInt | None = None
+    epochs: PositiveFloat | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    gradient_accumulation: int = 1
-    grad_clip: float | None = None
+    gradient_accumulation: PositiveInt = 1
+    grad_clip: PositiveFloat | None = None
     compile: bool = False
     channels_last: bool = False
     seed: int = 0
-    num_workers: int = 0
+    num_workers: NonNegativeInt = 0
     drop_last: bool = True
 
 
@@ -130,8 +153,8 @@ class LoggingConfig:
     """Scalars every ``every`` steps to the trackers and ``log.jsonl``; representation health
     (embedding std, effective rank, alignment, uniformity) every ``health_every`` steps."""
 
-    every: int = 10
-    health_every: int = 50
+    every: PositiveInt = 10
+    health_every: PositiveInt = 50
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     progress_bar: bool = True
 
@@ -141,8 +164,8 @@ class CheckpointConfig:
     """``resume``: "auto" continues the newest complete checkpoint in the run folder, a path
     resumes that checkpoint, null starts fresh (refusing to overwrite existing checkpoints)."""
 
-    every: int = 500
-    keep: int = 2
+    every: PositiveInt = 500
+    keep: NonNegativeInt = 2
     resume: str | None = "auto"
 
 
@@ -187,89 +210,33 @@ class Recipe:
 
 
 # ----------------------------------------------------------------------------------------------
-# typed parsing
+# finding recipes
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def recipes_dir() -> Path:
+    """The recipes shipped beside the package (repository checkout or editable install)."""
+    return Path(__file__).resolve().parents[1] / "recipes"
 
 
-def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+def resolve_recipe(name_or_path: str | os.PathLike) -> str:
+    """A recipe file as given, or the shipped recipe of that name (with or without ``.yaml``).
 
-    def fail(expected: str) -> RecipeError:
-        return RecipeError(f"{source}: key '{key}' expects {expected}, got {value!r}")
-
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arm in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arm, key, source)
-            except RecipeError:
-                continue
-        raise fail(" or ".join(_type_name(a) for a in args))
-    if origin is Literal:
-        if value not in args:
-            raise fail("one of " + ", ".join(repr(a) for a in args))
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise fail(f"a mapping ({tp.__name__})")
-        return _build(tp, value, key, source)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise fail("a list")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise fail(f"a list of {len(args)} items")
-            return tuple(_convert(v, a, f"{key}.{i}", source) for i, (v, a) in enumerate(zip(value, args)))
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{key}.{i}", source) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise fail("a mapping")
-        item = args[1] if args else Any
-        return {str(k): _convert(v, item, f"{key}.{k}", source) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    return value
+    Raises :class:`RecipeError` when it is neither, suggesting the closest shipped names."""
+    text = str(name_or_path)
+    if Path(text).is_file():
+        return text
+    stem = text[:-5] if text.endswith(".yaml") else text
+    shipped = recipes_dir() / f"{stem}.yaml"
+    if shipped.is_file():
+        return str(shipped)
+    names = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+    raise RecipeError(f"recipe {text!r} does not exist: it is neither a file nor a shipped recipe"
+                      f"{closest(Path(stem).name, names)}; "
+                      "`multissl recipes` lists the shipped ones")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"'{prefix}.{unknown[0]}'" if prefix else f"'{unknown[0]}'"
-        raise RecipeError(f"{source}: unknown key {where}; known keys here: {sorted(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], key, source)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-            raise RecipeError(f"{source}: missing required key '{key}'")
-    return cls(**kwargs)
+# ----------------------------------------------------------------------------------------------
+# checks beyond types
 
 
 def _looks_local(path: str) -> bool:
@@ -277,26 +244,6 @@ def _looks_local(path: str) -> bool:
     if path.startswith(("sklearn:",)):
         return False
     return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.splitext(path)[1] != ""
-
-
-def _check_paths(recipe: Recipe, source: str) -> None:
-    def check(data: DataConfig | None, key: str) -> None:
-        if data is None or not _looks_local(data.path):
-            return
-        path = os.path.expanduser(data.path)
-        if not any(True for _ in _glob(path)):
-            raise RecipeError(f"{source}: key '{key}.path' names {data.path!r}, which does not exist")
-
-    check(recipe.data, "data")
-    for name, spec in recipe.domains.items():
-        check(spec.data, f"domains.{name}.data")
-    for i, probe in enumerate(recipe.probes):
-        check(probe.train_data, f"probes.{i}.train_data")
-        check(probe.test_data, f"probes.{i}.test_data")
-    for name, spec in recipe.domains.items():
-        local = spec.encoder.name_or_path
-        if local and _looks_local(local) and not os.path.exists(os.path.expanduser(local)):
-            raise RecipeError(f"{source}: key 'domains.{name}.encoder.name_or_path' names {local!r}, which does not exist")
 
 
 def _glob(path: str):
@@ -308,61 +255,125 @@ def _glob(path: str):
         yield path
 
 
+def _check_paths(recipe: Recipe, source: str) -> None:
+    def check(data: DataConfig | None, key: str) -> None:
+        if data is None or not _looks_local(data.path):
+            return
+        if not any(True for _ in _glob(os.path.expanduser(data.path))):
+            raise RecipeError(f"key '{key}.path' names {data.path!r}, which does not exist", f"{key}.path", source)
+
+    check(recipe.data, "data")
+    for name, spec in recipe.domains.items():
+        check(spec.data, f"domains.{name}.data")
+    for i, probe in enumerate(recipe.probes):
+        check(probe.train_data, f"probes[{i}].train_data")
+        check(probe.test_data, f"probes[{i}].test_data")
+    for name, spec in recipe.domains.items():
+        local = spec.encoder.name_or_path
+        if local and _looks_local(local) and not os.path.exists(os.path.expanduser(local)):
+            key = f"domains.{name}.encoder.name_or_path"
+            raise RecipeError(f"key '{key}' names {local!r}, which does not exist", key, source)
+
+
 def _check_references(recipe: Recipe, source: str) -> None:
     if not recipe.domains:
-        raise RecipeError(f"{source}: key 'domains' must name at least one domain")
+        raise RecipeError("key 'domains' must name at least one domain", "domains", source)
     if not recipe.objectives:
-        raise RecipeError(f"{source}: key 'objectives' must list at least one objective")
+        raise RecipeError("key 'objectives' must list at least one objective", "objectives", source)
     for i, objective in enumerate(recipe.objectives):
         for name in objective.domains:
             if name not in recipe.domains:
-                raise RecipeError(
-                    f"{source}: key 'objectives.{i}.domains' names domain {name!r}, not one of {sorted(recipe.domains)}"
-                )
+                key = f"objectives[{i}].domains"
+                raise RecipeError(f"key '{key}' names domain {name!r}, not one of {sorted(recipe.domains)}", key, source)
     for i, probe in enumerate(recipe.probes):
         if probe.domain not in recipe.domains:
-            raise RecipeError(f"{source}: key 'probes.{i}.domain' names {probe.domain!r}, not one of {sorted(recipe.domains)}")
-    train = recipe.train
-    if (train.max_steps is None) == (train.epochs is None):
-        raise RecipeError(f"{source}: set exactly one of 'train.max_steps' and 'train.epochs'")
-    for key, value in (("train.batch_size", train.batch_size), ("train.gradient_accumulation", train.gradient_accumulation),
-                       ("logging.every", recipe.logging.every), ("checkpoint.every", recipe.checkpoint.every)):
-        if value < 1:
-            raise RecipeError(f"{source}: key '{key}' must be at least 1, got {value}")
+            key = f"probes[{i}].domain"
+            raise RecipeError(f"key '{key}' names {probe.domain!r}, not one of {sorted(recipe.domains)}", key, source)
+    if recipe.train.max_steps is None and recipe.train.epochs is None:
+        raise RecipeError("set exactly one of 'train.max_steps' and 'train.epochs'", "train", source)
+
+
+def _check_options(recipe: Recipe, source: str, domain_config: Callable[[str], type] | None) -> None:
+    """Every ``options`` mapping against its typed declaration; values are stored converted
+    (``1e5`` for an int option becomes 100000)."""
+    from multissl.objectives import objective_class, objective_options_class
+
+    for i, spec in enumerate(recipe.objectives):
+        key = f"objectives[{i}]"
+        try:
+            cls = objective_class(spec.name)
+        except ValueError:
+            from multissl.objectives import OBJECTIVES
+
+            raise RecipeError(f"key '{key}.name' names no objective {spec.name!r}{closest(spec.name, OBJECTIVES)}; "
+                              f"known: {sorted(OBJECTIVES)}", f"{key}.name", source) from None
+        spec.options = _checked(objective_options_class(cls), spec.options, f"{key}.options", source)
+    if recipe.probes:
+        from multissl.probes.suite import ProbeOptions
+
+        for i, probe in enumerate(recipe.probes):
+            probe.options = _checked(ProbeOptions, probe.options, f"probes[{i}].options", source)
+    if domain_config is not None:
+        for name, spec in recipe.domains.items():
+            kind = spec.type or name
+            try:
+                config_class = domain_config(kind)
+            except ValueError as error:
+                raise RecipeError(f"key 'domains.{name}': {error}", f"domains.{name}", source) from None
+            spec.options = _checked(config_class, spec.options, f"domains.{name}.options", source)
+
+
+def _checked(declaration: type, options: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    try:
+        build(declaration, options, key, source)
+        hints = typing.get_type_hints(declaration, include_extras=True)
+        return {name: convert(value, hints[name], format_key(key, name), source) for name, value in options.items()}
+    except OptionError as error:
+        raise RecipeError(error.reason, error.key, source) from None
 
 
 # ----------------------------------------------------------------------------------------------
 # overrides
 
 
+def _override_path(key: str) -> list[str]:
+    """``objectives[0].options.t`` or ``objectives.0.options.t`` -> [objectives, 0, options, t]."""
+    return [part for piece in key.split(".") for part in piece.replace("]", "").split("[") if part != ""]
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
-    """Set ``a.b.c=value`` entries (value parsed as YAML) in the raw recipe mapping, in place."""
+    """Set ``a.b.c=value`` entries (value parsed as YAML) in the raw recipe mapping, in place.
+
+    Setting ``train.max_steps`` removes the file's ``train.epochs`` (a quick run needs one override)."""
     for item in overrides:
         if "=" not in item:
-            raise RecipeError(f"{source}: override {item!r} must look like key=value")
+            raise RecipeError(f"override {item!r} must look like key=value", item, source)
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
-        parts = key.split(".")
+        value = load_yaml(raw) if raw != "" else ""
+        parts = _override_path(key)
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
             where = ".".join(parts[: depth + 1])
             if isinstance(node, list):
                 node = node[_index(part, node, where, source)]
             else:
-                node = node.setdefault(part, {})
+                child = node.get(part)
+                node = node.setdefault(part, {}) if child is None else child
             if not isinstance(node, (dict, list)):
-                raise RecipeError(f"{source}: override key '{where}' is not a mapping or list")
+                raise RecipeError(f"override key '{where}' is not a mapping or list", where, source)
         last = parts[-1]
         if isinstance(node, list):
             node[_index(last, node, key, source)] = value
         else:
             node[last] = value
+        if parts == ["train", "max_steps"] and value is not None and isinstance(data.get("train"), dict):
+            data["train"].pop("epochs", None)
     return data
 
 
 def _index(part: str, node: list, key: str, source: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise RecipeError(f"{source}: override key '{key}' needs an index below {len(node)}")
+        raise RecipeError(f"override key '{key}' needs an index below {len(node)}", key, source)
     return int(part)
 
 
@@ -370,36 +381,45 @@ def _index(part: str, node: list, key: str, source: str) -> int:
 # entry points
 
 
-def parse_recipe(data: dict[str, Any], source: str = "<recipe>", check_paths: bool = True) -> Recipe:
+def parse_recipe(data: dict[str, Any], source: str = "<recipe>", check_paths: bool = True,
+                 domain_config: Callable[[str], type] | None = None) -> Recipe:
+    """A checked :class:`Recipe` from a raw mapping (see the module doc for what is checked)."""
     if not isinstance(data, dict):
-        raise RecipeError(f"{source}: a recipe is a mapping of keys, got {type(data).__name__}")
-    recipe = _build(Recipe, data, "", source)
+        raise RecipeError(f"a recipe is a mapping of keys, got {type(data).__name__}", "", source)
+    if isinstance(data.get("train"), dict) and data["train"].get("max_steps") is not None \
+            and data["train"].get("epochs") is not None:
+        raise RecipeError("set exactly one of 'train.max_steps' and 'train.epochs' (an override of "
+                          "train.max_steps replaces the file's epochs; to train by epochs, set "
+                          "train.max_steps=null)", "train", source)
+    try:
+        recipe = build(Recipe, data, "", source)
+    except OptionError as error:
+        raise RecipeError(error.reason, error.key, source) from None
     _check_references(recipe, source)
+    _check_options(recipe, source, domain_config)
     if check_paths:
         _check_paths(recipe, source)
     return recipe
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, check_paths: bool = True) -> Recipe:
-    """Read a YAML recipe, apply ``key=value`` overrides, check every key and local path."""
-    source = str(path)
-    if not Path(path).is_file():
-        raise RecipeError(f"recipe file {source!r} does not exist")
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, check_paths: bool = True,
+                domain_config: Callable[[str], type] | None = None) -> Recipe:
+    """Read a YAML recipe (a file, or a shipped recipe's name), apply ``key=value`` overrides,
+    check every key, option and local path."""
+    source = resolve_recipe(path)
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{source}: not valid YAML: {error}") from error
+        data = load_yaml(Path(source).read_text()) or {}
+    except Exception as error:  # yaml.YAMLError, or an unreadable file
+        raise RecipeError(f"not valid YAML: {str(error).splitlines()[0]}", "", source) from error
     apply_overrides(data, overrides or [], source)
-    return parse_recipe(data, source, check_paths=check_paths)
+    return parse_recipe(data, source, check_paths=check_paths, domain_config=domain_config)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """The fully resolved recipe (defaults filled in), for the run folder and the model card."""
 
     def plain(value: Any) -> Any:
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        if isinstance(value, list):
+        if isinstance(value, (tuple, list)):
             return [plain(v) for v in value]
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}

@@ -21,9 +21,8 @@ import torch
 from accelerate.utils import set_seed
 
 from domains import build_domain
-from domains.base import Domain
-from multissl.cli import resolve_recipe
-from multissl.config import Recipe, RecipeError, load_recipe
+from multissl.domain import Domain
+from multissl.config import Recipe, RecipeError, resolve_recipe
 from multissl.features import Encoder
 from multissl.views import ViewRequest
 from multissl.probes.extract import extract_from_dataset
@@ -83,11 +82,11 @@ def format_table(results: dict[str, dict[str, float]], num_train: int, num_test:
 
 
 def run_demo(overrides: list[str] | None = None, output_dir: str = "runs/simclr-digits") -> int:
-    from multissl.train import train
+    from multissl.train import read_recipe, train
 
     path = resolve_recipe(DEMO_RECIPE)
     try:
-        recipe = load_recipe(path, [f"output_dir={output_dir}", *(overrides or [])])
+        recipe = read_recipe(path, [f"output_dir={output_dir}", *(overrides or [])])
     except RecipeError as error:
         print(f"error: {error}")
         return 2

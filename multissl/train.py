@@ -35,8 +35,8 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from domains import build_domain
-from domains.base import DataConfig, Domain
+from domains import build_domain, domain_config_class
+from multissl.domain import DataConfig, Domain
 from multissl.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from multissl.config import Recipe, RecipeError, load_recipe, recipe_to_dict
 from multissl.features import Encoder
@@ -47,7 +47,7 @@ from multissl.optim import build_optimizer, parameter_groups, warmup_cosine_sche
 from multissl.telemetry import JsonlLog, health, to_float
 
 __all__ = [
-    "NonFiniteLossError", "RunResult", "SSLModel", "build_run", "move_to_device", "view_generator",
+    "NonFiniteLossError", "RunResult", "SSLModel", "build_run", "move_to_device", "read_recipe", "view_generator",
     "optimisation_step", "scaled_lr", "train", "main",
 ]
 
@@ -248,6 +248,12 @@ class _ZippedStreams(torch.utils.data.IterableDataset):
 
 def _zip_streams(streams: dict[str, Any]) -> torch.utils.data.IterableDataset:
     return _ZippedStreams(streams)
+
+
+def read_recipe(name_or_path: str, overrides: list[str] | None = None, check_paths: bool = True) -> Recipe:
+    """A recipe file or shipped recipe name, with overrides, every key checked: the core's
+    :func:`~multissl.config.load_recipe` given the domains' config classes (the engine knows them)."""
+    return load_recipe(name_or_path, overrides, check_paths, domain_config=domain_config_class)
 
 
 def move_to_device(value: Any, device: torch.device) -> Any:
@@ -554,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     recipe_path, overrides = argv[0], argv[1:]
     try:
-        recipe = load_recipe(recipe_path, overrides)
+        recipe = read_recipe(recipe_path, overrides)
     except RecipeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """The vocabulary objectives and domains share: which views an objective asks for.
 
 An objective states what it needs as a :class:`ViewRequest`; a domain builds it on whole batches
-on the training device (``domains.base.Domain.make_views``). Neither imports the other.
+on the training device (``multissl.domain.Domain.make_views``). Neither imports the other.
 
 View kinds and the keys of the dict they return (``Inputs`` is a dict of tensors the domain's
 encoder takes as ``encoder(**inputs)``):
@@ -54,3 +54,16 @@ class ViewRequest:
     def __post_init__(self) -> None:
         if self.kind not in VIEW_KINDS:
             raise ValueError(f"unknown view kind {self.kind!r}; known kinds: {list(VIEW_KINDS)}")
+
+    @classmethod
+    def augmented(cls, policy: str | None = None, num_views: int = 2, local_views: int = 0) -> "ViewRequest":
+        """``num_views`` augmented views (+ ``local_views`` multi-crop locals), the request of the
+        joint-embedding methods. ``policy`` None leaves the choice to the domain (text has no
+        "simclr" or "byol" policy, so a method must not impose one); ``local_views`` is sent only
+        when multi-crop is asked for, since only the image domain offers it."""
+        options: dict[str, Any] = {"num_views": num_views}
+        if policy is not None:
+            options["policy"] = policy
+        if local_views:
+            options["local_views"] = local_views
+        return cls("augmented", options)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 from domains import DataConfig, EncoderConfig, build_domain
-from domains.base import Domain
+from multissl.domain import Domain
 from multissl import distributed
 from multissl.features import Encoder
 from multissl.modules import convert_to_global_batchnorm

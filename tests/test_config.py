@@ -55,7 +55,7 @@ def test_overrides_set_nested_fields_and_list_items(tmp_path):
         ("optimizer.lr=fast", "key 'optimizer.lr' expects a number"),
         ("objectives.3.weight=2", "override key 'objectives.3' needs an index below 1"),
         ("train.batch_size=0", "key 'train.batch_size' must be at least 1"),
-        ("objectives.0.domains=[audio]", "key 'objectives.0.domains' names domain 'audio'"),
+        ("objectives.0.domains=[audio]", "key 'objectives[0].domains' names domain 'audio'"),
         ("train.epochs=2", "set exactly one of 'train.max_steps' and 'train.epochs'"),
         ("data.path=./no/such/folder", "key 'data.path' names './no/such/folder', which does not exist"),
     ],

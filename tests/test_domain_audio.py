@@ -21,7 +21,7 @@ from domains.audio import AudioConfig, AudioDomain, FrameGeometry, map_frame_lab
 from domains.audio.augment import add_noise_at_snr, apply_gain, circular_time_shift, normalize_waveforms, random_crop
 from domains.audio.frontends import SpectrogramFrontEnd
 from domains.audio.masking import span_mask
-from domains.base import BadSampleError, DataConfig, EncoderConfig
+from multissl.domain import BadSampleError, DataConfig, EncoderConfig
 from multissl.views import ViewRequest
 
 FSDD_PATTERN = r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav$"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from domains.audio import AudioConfig, AudioDomain, WAV2VEC2_PRESETS
-from domains.base import DataConfig, EncoderConfig
+from multissl.domain import DataConfig, EncoderConfig
 from multissl.views import ViewRequest
 
 NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from domains.base import EncoderConfig
+from multissl.domain import EncoderConfig
 from domains.image import ConvNetEncoder, ImageConfig, ImageDomain, ViTEncoder
 from multissl.views import ViewRequest
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from domains.base import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig
 from domains.image import ImageConfig, ImageDomain, image_processor
 
 CIFAR_SHARD = "image/cifar10/train-00000-of-00004.parquet"

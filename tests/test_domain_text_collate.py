@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from domains.base import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig
 from domains.text import TextConfig, TextDomain
 
 GOOD = ["a dog runs on the grass", "two children play in the sand", "a man rides a red bicycle"]

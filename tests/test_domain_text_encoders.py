@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from domains.base import DataConfig, EncoderConfig
+from multissl.domain import DataConfig, EncoderConfig
 from domains.text import MINILM_HUB_ID, TEXT_PRESETS, TextConfig, TextDomain
 from multissl.views import ViewRequest
 

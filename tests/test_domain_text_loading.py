@@ -11,7 +11,7 @@ import json
 import datasets
 import pytest
 
-from domains.base import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig
 from domains.text import SENTEVAL_TASKS, TextConfig, TextDomain, load_senteval, load_stsb
 from domains.text.loading import ROW_INDEX, load_rows, prepare_rows
 

@@ -10,7 +10,7 @@ import pickle
 import pytest
 import torch
 
-from domains.base import DataConfig, EncoderConfig
+from multissl.domain import DataConfig, EncoderConfig
 from domains.text import TextConfig, TextDomain
 from multissl.views import ViewRequest
 

@@ -10,7 +10,8 @@ from multissl import distributed
 from multissl.losses import info_nce
 from multissl.modules import convert_to_global_batchnorm
 from multissl.objectives import build_objective
-from multissl.objectives.gradcache import encode_pooled, grad_cached_pooled, split_rows
+from multissl.features import encode_views
+from multissl.modules.gradcache import GradCache, grad_cached_pooled, split_rows
 from multissl.views import ViewRequest
 from tests.dist import run_in_processes
 from tests.objective_harness import make_views, raw_batch, slice_rows, tiny_setup
@@ -99,12 +100,12 @@ def test_clip_gradients_equal_the_full_batch(shared_data):
                  _loss_and_grads(cached, lambda: cached(*views).loss))
 
 
-def test_encode_pooled_matches_encode_views_without_grad(shared_data):
+def test_grad_cache_matches_encode_views_without_grad(shared_data):
     setup = tiny_setup("image", shared_data, rows=6)
     views = make_views(build_simclr(), [setup], [raw_batch(setup, 6)], seed=2)[0]["views"]
     with torch.no_grad():
-        plain = encode_pooled(setup.encoder, views)
-        chunked = encode_pooled(setup.encoder, views, chunk_size=4)
+        plain = [f.pooled for f in encode_views(setup.encoder, views)]
+        chunked = [f.pooled for f in encode_views(GradCache(setup.encoder, 4), views)]
     for a, b in zip(plain, chunked):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 

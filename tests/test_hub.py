@@ -109,7 +109,7 @@ def domain_cases(shared_data, root: Path, image_paths: list[str]):
     """(name, encoder, kind, embeddings through the domain's own pipeline) for every real domain
     that is importable: proves the card's snippet reproduces what the probes measured."""
     from domains import build_domain
-    from domains.base import DataConfig, EncoderConfig
+    from multissl.domain import DataConfig, EncoderConfig
     from multissl.probes.extract import embed_texts, extract_features
 
     cases = []

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from domains import DataConfig, EncoderConfig, build_domain
 from multissl.objectives import build_objective
-from multissl.objectives.clip import zero_shot_classifier, zero_shot_predict
+from multissl.probes.retrieval import joint_zero_shot_classifier as zero_shot_classifier
+from multissl.probes.retrieval import joint_zero_shot_predict as zero_shot_predict
 from tests.conftest import SHARED_DATA
 from tests.objective_harness import (
     Setup, assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,

@@ -11,7 +11,7 @@ import torch
 from domains import EncoderConfig, build_domain
 from multissl import distributed
 from multissl.objectives import build_objective
-from multissl.objectives.kmeans import kmeans, pca_whitening, whiten
+from multissl.modules.kmeans import kmeans, pca_whitening, whiten
 from tests.dist import run_in_processes
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,

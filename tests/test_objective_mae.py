@@ -9,7 +9,7 @@ import torch
 
 from domains import EncoderConfig, build_domain
 from multissl.objectives import build_objective
-from multissl.objectives.positions import sincos_2d
+from multissl.modules import sincos_2d
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,
 )

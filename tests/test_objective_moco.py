@@ -14,7 +14,7 @@ from domains import EncoderConfig, build_domain
 from multissl import distributed
 from multissl.modules import SplitBatchNorm
 from multissl.objectives import build_objective
-from multissl.objectives.metrics import positive_accuracy
+from multissl.modules import positive_accuracy
 from tests.dist import run_in_processes
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, slice_rows, tiny_setup,

@@ -1,7 +1,7 @@
 """extract_features / run_probes / the probe command through the Domain contract.
 
 The domains are being written elsewhere; these tests use minimal domains written here (they
-fulfil ``domains.base.Domain`` on real CIFAR-10 parquet and real STS-B sentences) so the pipeline
+fulfil ``multissl.domain.Domain`` on real CIFAR-10 parquet and real STS-B sentences) so the pipeline
 is exercised end to end now. ``test_cli_with_the_real_image_domain`` runs once ``domains.image``
 exists.
 """
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from domains import DOMAINS
-from domains.base import BadSampleError, DataConfig, Domain, EncoderConfig
+from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig
 from multissl.hub import ModelCardInfo, save_encoder
 from multissl.probes.command import add_probe_arguments, add_push_arguments, parse_columns, parse_key_values, run_probe_command, run_push_command
 from multissl.probes.extract import embed_texts, extract_features, extract_from_dataset

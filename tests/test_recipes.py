@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from multissl.cli import recipes_dir
+from multissl.config import recipes_dir
 from multissl.config import load_recipe
 from multissl.hub import load_joint_projection, read_encoder_metadata
 

@@ -61,7 +61,7 @@ from domains.audio.frames import IGNORE_INDEX, FrameGeometry, lengths_to_mask, m
 from domains.audio.frontends import SpectrogramFrontEnd
 from domains.audio.loading import ROLES, decode_clip, describe_audio, load_audio_rows
 from domains.audio.masking import span_mask
-from domains.base import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views
+from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views
 
 __all__ = ["AudioDomain"]
 

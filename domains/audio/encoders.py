@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from domains.audio.frames import FrameGeometry, lengths_to_mask
-from domains.base import EncoderConfig
+from multissl.domain import EncoderConfig
 from multissl.features import Encoder, Features, masked_mean
 
 __all__ = ["AudioEncoder", "build_audio_encoder", "WAV2VEC2_PRESETS", "W2V_BERT_PRESETS", "ARCHITECTURES"]

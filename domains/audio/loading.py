@@ -39,7 +39,7 @@ import torch
 import torchaudio
 
 from domains.audio.config import AudioConfig
-from domains.base import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig
 
 __all__ = [
     "AUDIO_EXTENSIONS",

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from multissl.options import build
+
 __all__ = ["ImageConfig", "AugmentConfig", "PretextConfig", "NORMALIZATION_STATISTICS"]
 
 #: Named per-channel (mean, std) of pixel values in [0, 1].
@@ -40,16 +42,8 @@ def _probability(name: str, value: float) -> float:
 
 
 def _from_mapping(cls: type, value: Any, owner: str) -> Any:
-    """Build a nested config from a dict (YAML), naming unknown keys."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise TypeError(f"{owner} must be a {cls.__name__} or a dict, got {type(value).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"unknown {owner} option(s) {unknown}; known options: {sorted(known)}")
-    return cls(**value)
+    """A nested config given as a dict (YAML, or a direct call) built and checked like a recipe's."""
+    return value if isinstance(value, cls) else build(cls, value, owner)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from domains.base import DataConfig, Domain, EncoderConfig, RawBatch, Views
+from multissl.domain import DataConfig, Domain, EncoderConfig, RawBatch, Views
 from multissl.features import Encoder
 from multissl.views import ViewRequest
 

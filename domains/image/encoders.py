@@ -42,7 +42,7 @@ from transformers import (
     ViTModel,
 )
 
-from domains.base import EncoderConfig
+from multissl.domain import EncoderConfig
 from multissl.features import Encoder, Features
 
 from .config import ImageConfig

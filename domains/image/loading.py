@@ -38,7 +38,7 @@ import torchvision.transforms.v2.functional as tvF
 from PIL import Image
 from torch import Tensor
 
-from domains.base import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig
 
 from .config import ImageConfig
 

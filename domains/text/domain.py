@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from domains.base import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, Views
+from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, Views
 from domains.text import augment
 from domains.text.config import AUGMENT_POLICIES, TextConfig
 from domains.text.encoders import TextEncoder, build_text_encoder

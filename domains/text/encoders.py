@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel, PreTrainedTokenizerBase, RobertaConfig, RobertaModel
 
-from domains.base import EncoderConfig
+from multissl.domain import EncoderConfig
 from domains.text.pretrained import resolve_pretrained
 from domains.text.tokenizer import save_tokenizer
 from multissl.features import Encoder, Features, masked_mean

@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from domains.base import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig
 
 __all__ = [
     "TEXT_ROLES",

@@ -1,7 +1,11 @@
-"""Small stateful building blocks that objectives compose: heads, predictors, EMA copies, queues,
-learnable temperatures, shuffle-BN."""
+"""Small building blocks that objectives compose: heads, predictors, the EMA teacher, queues,
+learnable temperatures, shuffle-BN and global BN, GradCache, k-means, position codes and the
+positive-pair accuracy. Methods live in :mod:`multissl.objectives`; what two methods share lives
+here, once."""
 
-from multissl.modules.heads import Predictor, ProjectionHead
+from multissl.modules.gradcache import GradCache, grad_cache_or_none
+from multissl.modules.heads import Predictor, ProjectedEncoder, ProjectionHead
+from multissl.modules.metrics import positive_accuracy
 from multissl.modules.momentum import MomentumEncoder, cosine_momentum, momentum_update
 from multissl.modules.normalization import (
     GlobalBatchNorm,
@@ -10,12 +14,14 @@ from multissl.modules.normalization import (
     batch_unshuffle,
     convert_to_global_batchnorm,
 )
+from multissl.modules.positions import sincos_1d, sincos_2d
 from multissl.modules.queue import MomentumQueue
 from multissl.modules.temperature import LearnableTemperature
 
 __all__ = [
     "ProjectionHead",
     "Predictor",
+    "ProjectedEncoder",
     "MomentumEncoder",
     "momentum_update",
     "cosine_momentum",
@@ -26,4 +32,9 @@ __all__ = [
     "convert_to_global_batchnorm",
     "batch_shuffle",
     "batch_unshuffle",
+    "GradCache",
+    "grad_cache_or_none",
+    "positive_accuracy",
+    "sincos_1d",
+    "sincos_2d",
 ]

@@ -24,9 +24,15 @@ after layer ``k`` (ReLU included), and ``head.truncated(k)`` returns those first
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
-__all__ = ["ProjectionHead", "Predictor"]
+from multissl.features import encode_views
+from multissl.modules.gradcache import grad_cache_or_none
+
+__all__ = ["ProjectionHead", "Predictor", "ProjectedEncoder"]
 
 
 class ProjectionHead(nn.Module):
@@ -99,3 +105,25 @@ class Predictor(ProjectionHead):
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__(in_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True, last_batch_norm=False)
+
+
+class ProjectedEncoder(nn.Module):
+    """An encoder followed by a head on its pooled features: ``f`` then ``g`` of SimCLR/MoCo/BYOL.
+
+    ``forward(views)`` takes a list of input dicts (the ``augmented`` views, each ``B`` rows) and
+    returns one projection ``[B, out_dim]`` per view. Views of equal shapes share one encoder call
+    (:func:`~multissl.features.encode_views`) and all views share one head call, so batch norm
+    anywhere in the network normalises the views together, as SimCLR's reference does. Outputs are
+    not normalised. ``chunk_size`` encodes through :class:`~multissl.modules.GradCache` (that many
+    rows per encoder call; parameter names unchanged).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, chunk_size: int | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.grad_cache = grad_cache_or_none(encoder, chunk_size)
+
+    def forward(self, views: list[dict[str, Any]]) -> list[Tensor]:
+        pooled = [features.pooled for features in encode_views(self.grad_cache or self.encoder, views)]
+        return list(self.head(torch.cat(pooled)).split([p.shape[0] for p in pooled]))

@@ -1,4 +1,5 @@
-"""Exponential-moving-average (momentum) copies of a network: MoCo's key encoder, BYOL's target.
+"""Exponential-moving-average (momentum) copies of a network: MoCo's key encoder, BYOL's target,
+DINO's teacher. One class, :class:`MomentumEncoder`, with its schedule.
 
 MoCo (He et al. 2020, eq. 2) and BYOL (Grill et al. 2020, sec. 3.1) keep a second network whose
 weights trail the online network's:  ``theta_target <- m * theta_target + (1 - m) * theta_online``.
@@ -25,7 +26,7 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 __all__ = ["MomentumEncoder", "momentum_update", "cosine_momentum"]
 
@@ -88,32 +89,64 @@ def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: flo
 
 
 class MomentumEncoder(nn.Module):
-    """A frozen deep copy of ``online`` that follows it by EMA (MoCo's key encoder, BYOL's target).
+    """A frozen EMA copy of ``online`` with its momentum schedule: MoCo's key encoder, BYOL's
+    target, DINO's teacher, DeepCluster's labeler.
+
+    ``momentum`` is the EMA rate at step 0; ``final_momentum=None`` keeps it constant (MoCo v2:
+    0.999), a value anneals it with :func:`cosine_momentum` to ``final_momentum`` at the last step
+    (BYOL: 0.996 -> 1, MoCo v3: 0.99 -> 1). Call :meth:`follow` from
+    ``Objective.on_step_end(step, total_steps)``: after optimiser step ``step`` (1-based) it applies
+    the rate of step ``step``, which is what MoCo v3 applies before the forward of that (0-based)
+    iteration; :meth:`update` applies a rate given explicitly (0 copies the online network). The
+    rate last applied is the persistent buffer ``momentum`` (0-d float32), logged and checkpointed
+    with the weights; the schedule itself is a pure function of the step.
 
     Register it as a submodule of the objective that owns the online network: its weights are then
-    in the objective's ``state_dict`` (a resumed run continues from the same target), and ``.train()``
-    / ``.eval()`` on the objective reach it as they reach the online network. Its parameters have
-    ``requires_grad=False``: its forward runs under ``no_grad``, :func:`multissl.optim.parameter_groups`
-    leaves them out, and optimisers skip them even when handed ``objective.parameters()`` because they
-    never receive a ``.grad``.
-
-    Call :meth:`update` after each optimiser step (``Objective.on_step_end``).
+    in the objective's ``state_dict`` (a resumed run continues from the same target), and
+    ``.train()`` / ``.eval()`` on the objective reach it as they reach the online network. Its
+    parameters have ``requires_grad=False``: its forward runs under ``no_grad``,
+    :func:`multissl.optim.parameter_groups` leaves them out, and optimisers skip them even when
+    handed ``objective.parameters()`` because they never receive a ``.grad``.
     """
 
-    def __init__(self, online: nn.Module) -> None:
+    momentum: Tensor
+
+    def __init__(self, online: nn.Module, momentum: float = 0.999, final_momentum: float | None = None) -> None:
         super().__init__()
+        for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.module = copy.deepcopy(online)
         self.module.requires_grad_(False)
+        self.base_momentum, self.final_momentum = momentum, final_momentum
+        self.register_buffer("momentum", torch.tensor(momentum, dtype=torch.float32))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with torch.no_grad():
             return self.module(*args, **kwargs)
 
+    def rate(self, step: int, total_steps: int) -> float:
+        """The EMA rate of optimiser step ``step`` out of ``total_steps``."""
+        if self.final_momentum is None:
+            return self.base_momentum
+        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
+
+    @torch.no_grad()
+    def follow(self, online: nn.Module, step: int, total_steps: int) -> None:
+        """One EMA step at the scheduled rate of optimiser step ``step`` (see the class doc)."""
+        self.update(online, self.rate(step, total_steps))
+
     @torch.no_grad()
     def update(self, online: nn.Module, momentum: float) -> None:
-        """EMA step towards ``online`` (see :func:`momentum_update`); also mirrors each submodule's
-        train/eval mode, so the target normalises with batch statistics exactly when the online
-        network does (MoCo and BYOL run both networks in training mode)."""
+        """EMA step towards ``online`` (the unwrapped module it was copied from; see
+        :func:`momentum_update`); also mirrors each submodule's train/eval mode, so the target
+        normalises with batch statistics exactly when the online network does (MoCo and BYOL run
+        both networks in training mode)."""
         momentum_update(self.module, online, momentum)
         for mine, theirs in zip(self.module.modules(), online.modules()):
             mine.training = theirs.training
+        self.momentum.fill_(momentum)
+
+    def extra_repr(self) -> str:
+        schedule = "constant" if self.final_momentum is None else f"cosine to {self.final_momentum}"
+        return f"momentum={self.base_momentum}, schedule={schedule}"

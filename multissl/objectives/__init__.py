@@ -10,9 +10,11 @@ import inspect
 from typing import Any
 
 from multissl.features import Encoder
+from multissl.options import build, closest, signature_dataclass
 from multissl.objectives.base import Objective, ObjectiveOutput
 
-__all__ = ["OBJECTIVES", "objective_class", "build_objective", "Objective", "ObjectiveOutput"]
+__all__ = ["OBJECTIVES", "objective_class", "objective_options_class", "encoder_parameters", "build_objective",
+           "Objective", "ObjectiveOutput"]
 
 #: recipe name -> "module:Class"
 OBJECTIVES: dict[str, str] = {
@@ -50,31 +52,37 @@ OBJECTIVES: dict[str, str] = {
 
 def objective_class(name: str) -> type[Objective]:
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; known objectives: {sorted(OBJECTIVES)}")
+        raise ValueError(f"unknown objective {name!r}{closest(name, OBJECTIVES)}; known objectives: {sorted(OBJECTIVES)}")
     module, cls = OBJECTIVES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def build_objective(name: str, encoders: list[Encoder], options: dict[str, Any] | None = None) -> Objective:
+def encoder_parameters(cls: type[Objective]) -> list[str]:
+    """The constructor's positional parameters: the encoders it trains, one per domain it reads."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    return [p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+
+
+def objective_options_class(cls: type[Objective]) -> type:
+    """The typed declaration of an objective's recipe options: a dataclass made from its
+    constructor's keyword parameters (names, annotations, defaults), so they are declared once."""
+    return signature_dataclass(cls.__init__, f"{cls.__name__}Options", skip=len(encoder_parameters(cls)))
+
+
+def build_objective(name: str, encoders: list[Encoder], options: dict[str, Any] | None = None,
+                    key: str = "options") -> Objective:
     """Build objective ``name`` around ``encoders`` (one per domain it reads, recipe order).
 
-    ``options`` are the constructor's keyword arguments; an unknown one is an error naming it and
-    the known ones.
+    ``options`` are the constructor's keyword arguments, checked against their annotations
+    (:class:`~multissl.options.OptionError` naming ``key``.option on an unknown name or a wrong type).
     """
     cls = objective_class(name)
-    options = dict(options or {})
-    parameters = inspect.signature(cls.__init__).parameters
-    positional = [p for p in parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD][1:]  # drop self
-    encoder_args = positional[: len(encoders)]
-    keywords = {p.name for p in parameters.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    keywords -= {p.name for p in encoder_args} | {"self"}
-    unknown = sorted(set(options) - keywords)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for objective {name!r}; known: {sorted(keywords)}")
-    needed = [p for p in positional if p.default is p.empty]
+    needed = encoder_parameters(cls)
     if len(needed) != len(encoders):
         raise ValueError(
-            f"objective {name!r} trains {len(needed)} encoder(s) ({[p.name for p in needed]}), "
+            f"objective {name!r} trains {len(needed)} encoder(s) ({needed}), "
             f"but the recipe gives it {len(encoders)} domain(s)"
         )
+    options = dict(options or {})
+    build(objective_options_class(cls), options, key)
     return cls(*encoders, **options)

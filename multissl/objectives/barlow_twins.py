@@ -17,8 +17,7 @@ from multissl.features import Encoder
 from multissl.losses import barlow_twins_terms
 from multissl.modules import ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.momentum import ProjectedEncoder
-from multissl.objectives.requests import augmented_request
+from multissl.modules import ProjectedEncoder
 from multissl.views import ViewRequest
 
 
@@ -46,7 +45,7 @@ class BarlowTwins(Objective):
         self.lambd, self.policy = lambd, policy
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (augmented_request(self.policy),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views) -> ObjectiveOutput:
         z1, z2 = self.online(views["views"][:2])

@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
-from multissl.features import Features
 from multissl.views import ViewRequest
 
-__all__ = ["Objective", "ObjectiveOutput", "encode_views"]
+__all__ = ["Objective", "ObjectiveOutput"]
 
 
 @dataclass
@@ -59,43 +57,3 @@ class Objective(nn.Module):
         and from a saved folder, compare embeddings in the space they were trained in. Default:
         none (single-domain methods: their heads are training-only)."""
         return ()
-
-
-def _signature(inputs: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, tuple(v.shape[1:]) if hasattr(v, "shape") else None) for k, v in inputs.items()))
-
-
-def encode_views(encoder: nn.Module, views: list[dict[str, Any]]) -> list[Features]:
-    """Encode several views of one batch with as few encoder calls as possible.
-
-    Views whose inputs have equal shapes (beyond the batch dimension) are concatenated along the
-    batch and encoded in one call, as SimCLR's reference implementation does: one pass is faster,
-    and batch norm then normalises all views together, so no view carries its own batch
-    statistics as a shortcut. Multi-crop's smaller local views form their own call.
-    Returns one Features per view, in order.
-    """
-    groups: dict[tuple, list[int]] = {}
-    for index, inputs in enumerate(views):
-        groups.setdefault(_signature(inputs), []).append(index)
-    out: list[Features | None] = [None] * len(views)
-    for indices in groups.values():
-        rows = [next(iter(views[i].values())).shape[0] for i in indices]
-        merged = {key: torch.cat([views[i][key] for i in indices]) for key in views[indices[0]]}
-        features = encoder(**merged)
-        for i, part in zip(indices, _split(features, rows)):
-            out[i] = part
-    return out  # type: ignore[return-value]
-
-
-def _split(features: Features, rows: list[int]) -> list[Features]:
-    def chunks(tensor):
-        return tensor.split(rows) if tensor is not None else [None] * len(rows)
-
-    hidden = (
-        list(zip(*[h.split(rows) for h in features.hidden_states])) if features.hidden_states is not None
-        else [None] * len(rows)
-    )
-    return [
-        Features(pooled=p, sequence=s, mask=m, hidden_states=tuple(h) if h is not None else None)
-        for p, s, m, h in zip(chunks(features.pooled), chunks(features.sequence), chunks(features.mask), hidden)
-    ]

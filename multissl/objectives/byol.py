@@ -11,7 +11,7 @@ network and receives no gradient. No negatives.
     after optimiser step k (1-based):  xi <- tau_k xi + (1 - tau_k) theta,
     tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2                    (tau_base 0.996 -> 1)
 
-The target copies encoder and projector (:class:`MomentumTeacher`, shared with MoCo); the
+The target copies encoder and projector (:class:`~multissl.modules.MomentumEncoder`, shared with MoCo); the
 predictor exists only on the online side. Both views go through each network in one call, so batch
 norm normalises them together (BYOL's JAX reference runs each view in its own call).
 """
@@ -24,8 +24,7 @@ from multissl.features import Encoder
 from multissl.losses import byol
 from multissl.modules import Predictor, ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.momentum import MomentumTeacher, ProjectedEncoder
-from multissl.objectives.requests import augmented_request
+from multissl.modules import MomentumEncoder, ProjectedEncoder
 from multissl.views import ViewRequest
 
 
@@ -51,11 +50,11 @@ class BYOL(Objective):
             raise ValueError(f"base_momentum {base_momentum} must not exceed final_momentum {final_momentum}")
         self.online = ProjectedEncoder(encoder, ProjectionHead(encoder.dim, hidden_dim, projection_dim, num_layers=2))
         self.predictor = Predictor(projection_dim, predictor_hidden_dim or hidden_dim, projection_dim)
-        self.target = MomentumTeacher(self.online, base_momentum, final_momentum)
+        self.target = MomentumEncoder(self.online, base_momentum, final_momentum)
         self.policy = policy
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (augmented_request(self.policy),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views) -> ObjectiveOutput:
         pair = views["views"][:2]
@@ -66,4 +65,4 @@ class BYOL(Objective):
         return ObjectiveOutput(loss=loss, logs={"momentum": self.target.momentum.clone()}, embeddings=(z1, z2))
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.target.update(self.online, step, total_steps)
+        self.target.follow(self.online, step, total_steps)

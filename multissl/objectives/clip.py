@@ -10,7 +10,7 @@ side is one domain's encoder (image-text, audio-text, image-audio...), row i of 
 
 ``logit_scale`` is a :class:`~multissl.modules.LearnableTemperature` (initial temperature 0.07,
 scale clamped at 100 after every step). ``chunk_size`` encodes through GradCache
-(:mod:`multissl.objectives.gradcache`), so the contrastive batch is bounded by the memory of the
+(:mod:`multissl.modules.gradcache`), so the contrastive batch is bounded by the memory of the
 [B, D] representations, not of the encoders' activations.
 
 **Small batches: a queue of negatives** (``queue_size > 0``; not in the CLIP paper, MoCo's
@@ -23,14 +23,13 @@ the last few steps and go stale as they train, so keep the queue a few batches l
 are persistent buffers (a resume sees the same negatives); this step's embeddings are enqueued
 after the loss is computed.
 
-**Zero-shot classification** (section 3.1.4): :func:`zero_shot_classifier` embeds prompt templates
-per class name with one side (the text side), averages them in the joint space, and
-:func:`zero_shot_predict` classifies the other side's inputs by cosine similarity.
+Zero-shot classification with a CLIP objective during or after training (section 3.1.4) is
+evaluation, so it lives with the probes: :func:`multissl.probes.retrieval.joint_zero_shot_classifier`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,12 +38,11 @@ from torch import Tensor, nn
 
 from multissl.features import Encoder
 from multissl.losses import clip_loss, info_nce
-from multissl.modules import LearnableTemperature, MomentumQueue
+from multissl.modules import LearnableTemperature, MomentumQueue, grad_cache_or_none
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.gradcache import encode_pooled
 from multissl.views import ViewRequest
 
-__all__ = ["CLIP", "zero_shot_classifier", "zero_shot_predict"]
+__all__ = ["CLIP"]
 
 
 def _per_side(name: str, value: Any, kind: type) -> tuple[Any, Any]:
@@ -78,35 +76,35 @@ class CLIP(Objective):
             raise ValueError(f"queue_size must be >= 0, got {queue_size}")
         self.augment = _per_side("augment", augment, bool)
         self.encoder_a, self.encoder_b = encoder_a, encoder_b
+        self.grad_caches = (grad_cache_or_none(encoder_a, chunk_size), grad_cache_or_none(encoder_b, chunk_size))
         self.projection_a = nn.Linear(encoder_a.dim, projection_dim, bias=False)
         self.projection_b = nn.Linear(encoder_b.dim, projection_dim, bias=False)
         self.logit_scale = LearnableTemperature(initial_temperature, max_logit_scale)
         self.queue_a = MomentumQueue(queue_size, projection_dim, seed=1) if queue_size else None
         self.queue_b = MomentumQueue(queue_size, projection_dim, seed=2) if queue_size else None
-        self.chunk_size = chunk_size
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
         return tuple(ViewRequest("augmented", {"num_views": 1}) if augment else ViewRequest("plain")
                      for augment in self.augment)
 
-    def _side(self, side: int) -> tuple[Encoder, nn.Linear]:
+    def side(self, side: int) -> tuple[Encoder, nn.Linear]:
+        """(encoder, joint-space projection) of side 0 (the first domain) or 1 (the second)."""
         if side not in (0, 1):
             raise ValueError(f"side must be 0 (first domain) or 1 (second domain), got {side!r}")
         return (self.encoder_a, self.projection_a) if side == 0 else (self.encoder_b, self.projection_b)
 
     def project(self, side: int, pooled: Tensor) -> Tensor:
         """Joint-space embeddings [B, projection_dim], L2-normalised, of one side's pooled features."""
-        return F.normalize(self._side(side)[1](pooled), dim=-1)
+        return F.normalize(self.side(side)[1](pooled), dim=-1)
 
     def embed(self, side: int, inputs: dict[str, Tensor]) -> Tensor:
         """Joint-space embeddings [B, projection_dim] (L2-normalised) of one side's encoder inputs."""
-        return self.project(side, self._side(side)[0](**inputs).pooled)
+        return self.project(side, self.side(side)[0](**inputs).pooled)
 
     def forward(self, views_a: dict[str, Any], views_b: dict[str, Any]) -> ObjectiveOutput:
-        pooled = [
-            encode_pooled(encoder, [views["views"][0] if augment else views["inputs"]], self.chunk_size)[0]
-            for encoder, views, augment in zip((self.encoder_a, self.encoder_b), (views_a, views_b), self.augment)
-        ]
+        encoders = [cached or encoder for cached, encoder in zip(self.grad_caches, (self.encoder_a, self.encoder_b))]
+        pooled = [encode(**(views["views"][0] if augment else views["inputs"])).pooled
+                  for encode, views, augment in zip(encoders, (views_a, views_b), self.augment)]
         z_a, z_b = self.project(0, pooled[0]), self.project(1, pooled[1])
         scale = self.logit_scale()
         if self.queue_a is None or self.queue_b is None:
@@ -126,69 +124,3 @@ class CLIP(Objective):
 
     def joint_projections(self) -> tuple[nn.Module, nn.Module]:
         return self.projection_a, self.projection_b
-
-
-def _tokenizer_of(encoder: Encoder) -> Callable[[list[str]], dict[str, Tensor]]:
-    tokenizer = encoder.processor
-    if tokenizer is None or not callable(tokenizer):
-        raise ValueError("this side's encoder carries no tokenizer (encoder.processor); pass tokenize=")
-    return lambda texts: dict(tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
-
-
-@torch.no_grad()
-def zero_shot_classifier(
-    clip: CLIP,
-    class_names: Sequence[str],
-    templates: Sequence[str] | None = None,
-    *,
-    text_side: int = 1,
-    tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
-    batch_size: int = 256,
-) -> Tensor:
-    """Class embeddings [C, projection_dim] in CLIP's joint space (section 3.1.4).
-
-    Each class name fills every template (one ``{}`` each); the prompts are encoded by the
-    ``text_side`` encoder and projected, the L2-normalised prompt embeddings are averaged per class
-    and re-normalised (multissl.probes.zero_shot_classifier, fed CLIP's joint-space embedder).
-    ``tokenize`` maps a list of strings to that encoder's inputs (default: the encoder's own
-    tokenizer, ``encoder.processor``, padding and truncating). ``templates`` None: the probes'
-    ``DEFAULT_TEMPLATES`` ("a photo of a {}." ...). Runs in eval mode (no dropout) and restores the
-    mode it found.
-    """
-    # the probes' template averaging, imported at call time: training never needs the probes
-    from multissl.probes.retrieval import DEFAULT_TEMPLATES
-    from multissl.probes.retrieval import zero_shot_classifier as average_prompts
-
-    encoder = clip._side(text_side)[0]
-    tokenize = tokenize or _tokenizer_of(encoder)
-    device = clip.projection_a.weight.device
-
-    def embed_prompts(prompts: list[str]) -> Tensor:
-        parts = []
-        for start in range(0, len(prompts), batch_size):
-            inputs = {k: v.to(device) for k, v in tokenize(prompts[start : start + batch_size]).items()}
-            parts.append(clip.embed(text_side, inputs))
-        return torch.cat(parts)
-
-    was_training = clip.training
-    clip.eval()
-    try:
-        return average_prompts(embed_prompts, list(class_names), list(templates or DEFAULT_TEMPLATES))
-    finally:
-        clip.train(was_training)
-
-
-@torch.no_grad()
-def zero_shot_predict(clip: CLIP, inputs: dict[str, Tensor], class_embeddings: Tensor, *,
-                      side: int = 0) -> tuple[Tensor, Tensor]:
-    """Classify one side's encoder inputs by cosine similarity to ``class_embeddings`` [C, P].
-
-    Returns (predicted class Long[B], cosine similarities [B, C]). Runs in eval mode.
-    """
-    was_training = clip.training
-    clip.eval()
-    try:
-        similarities = clip.embed(side, inputs) @ F.normalize(class_embeddings.float(), dim=-1).T
-    finally:
-        clip.train(was_training)
-    return similarities.argmax(dim=1), similarities

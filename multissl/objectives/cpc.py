@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from multissl.features import Encoder
 from multissl.losses import cpc, cpc_accuracy
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.positions import sincos_1d
+from multissl.modules.positions import sincos_1d
 from multissl.views import ViewRequest
 
 __all__ = ["CPC", "CausalTransformer", "encode_segments", "encode_patch_columns"]

@@ -49,9 +49,8 @@ from multissl.distributed import global_mean
 from multissl.features import Encoder
 from multissl.modules import MomentumEncoder, MomentumQueue, ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.kmeans import kmeans, nearest_centroid, pca_whitening, whiten
-from multissl.objectives.momentum import ProjectedEncoder
-from multissl.objectives.requests import augmented_request
+from multissl.modules.kmeans import kmeans, nearest_centroid, pca_whitening, whiten
+from multissl.modules import ProjectedEncoder
 from multissl.views import ViewRequest
 
 
@@ -98,7 +97,7 @@ class DeepCluster(Objective):
         self.recluster_every, self.policy, self.seed = recluster_every, policy, seed
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (augmented_request(self.policy),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
         label_view, train_view = views["views"][:2]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from multissl.features import Encoder
 from multissl.losses import masked_reconstruction
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.positions import sincos_2d
+from multissl.modules.positions import sincos_2d
 from multissl.views import ViewRequest
 
 __all__ = ["MAE", "MAEDecoder"]

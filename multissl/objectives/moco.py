@@ -5,7 +5,7 @@ v2", arXiv:2003.04297: MLP head, stronger augmentation, temperature 0.2); Chen, 
 ("MoCo v3", arXiv:2104.02057). Both work on any domain that makes ``augmented`` views.
 
 Both train a query network (encoder + projection head) by gradient and its momentum copy, the key
-network, by EMA after each step (:class:`multissl.objectives.momentum.MomentumTeacher`).
+network, by EMA after each step (:class:`multissl.modules.MomentumEncoder`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from multissl.features import Encoder
 from multissl.losses import info_nce
 from multissl.modules import MomentumQueue, ProjectionHead, SplitBatchNorm, batch_shuffle, batch_unshuffle
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.metrics import positive_accuracy
-from multissl.objectives.momentum import MomentumTeacher, ProjectedEncoder
+from multissl.modules import positive_accuracy
+from multissl.modules import MomentumEncoder, ProjectedEncoder
 from multissl.views import ViewRequest
 
 __all__ = ["MoCoV2", "MoCoV3"]
@@ -37,7 +37,7 @@ class _MomentumContrast(Objective):
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.query_network = ProjectedEncoder(encoder, head)
-        self.key_network = MomentumTeacher(self.query_network, momentum, final_momentum)
+        self.key_network = MomentumEncoder(self.query_network, momentum, final_momentum)
         self.temperature, self.policy = temperature, policy
 
     @property
@@ -45,11 +45,10 @@ class _MomentumContrast(Objective):
         return self.query_network.encoder
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        options = {"num_views": 2} if self.policy is None else {"num_views": 2, "policy": self.policy}
-        return (ViewRequest("augmented", options),)
+        return (ViewRequest.augmented(self.policy),)
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        self.key_network.update(self.query_network, step, total_steps)
+        self.key_network.follow(self.query_network, step, total_steps)
 
 
 class MoCoV2(_MomentumContrast):

@@ -16,8 +16,8 @@ from multissl.features import Encoder
 from multissl.losses import info_nce
 from multissl.modules import MomentumQueue, Predictor, ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.metrics import positive_accuracy
-from multissl.objectives.momentum import ProjectedEncoder
+from multissl.modules import positive_accuracy
+from multissl.modules import ProjectedEncoder
 from multissl.views import ViewRequest
 
 __all__ = ["NNCLR", "nearest_neighbours"]
@@ -87,8 +87,7 @@ class NNCLR(Objective):
         return self.network.encoder
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        options = {"num_views": 2} if self.policy is None else {"num_views": 2, "policy": self.policy}
-        return (ViewRequest("augmented", options),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
         z1, z2 = self.network(views["views"][:2])

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from multissl.distributed import global_mean
 from multissl.features import Encoder
 from multissl.modules import ProjectionHead
-from multissl.objectives.base import Objective, ObjectiveOutput, encode_views
+from multissl.features import encode_views
+from multissl.objectives.base import Objective, ObjectiveOutput
 from multissl.views import ViewRequest
 
 __all__ = ["PretextClassification", "RotationPrediction", "JigsawPuzzle", "RelativePosition"]

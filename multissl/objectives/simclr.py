@@ -17,11 +17,10 @@ import torch
 
 from torch import nn
 
-from multissl.features import Encoder, Features
+from multissl.features import Encoder, Features, encode_views
 from multissl.losses import nt_xent
-from multissl.modules import ProjectionHead
+from multissl.modules import ProjectionHead, grad_cache_or_none
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.gradcache import encode_pooled
 from multissl.views import ViewRequest
 
 
@@ -44,17 +43,16 @@ class SimCLR(Objective):
         ``chunk_size`` encodes that many rows at a time with GradCache (memory-bound batches)."""
         super().__init__()
         self.encoder = encoder
+        self.grad_cache = grad_cache_or_none(encoder, chunk_size)
         self.head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=head_layers)
         self.temperature = temperature
         self.policy = policy
-        self.chunk_size = chunk_size
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        options = {"num_views": 2} if self.policy is None else {"num_views": 2, "policy": self.policy}
-        return (ViewRequest("augmented", options),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views) -> ObjectiveOutput:
-        first, second = encode_pooled(self.encoder, views["views"][:2], self.chunk_size)
+        first, second = (features.pooled for features in encode_views(self.grad_cache or self.encoder, views["views"][:2]))
         # one head call on both views, so its batch norm sees them together (as the reference)
         z1, z2 = self.head(torch.cat([first, second])).chunk(2)
         loss = nt_xent(z1, z2, temperature=self.temperature)

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from multissl.distributed import gather_with_grad
-from multissl.features import Encoder
+from multissl.features import Encoder, encode_views
 from multissl.losses import info_nce
+from multissl.modules import grad_cache_or_none
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.gradcache import encode_pooled
 from multissl.views import ViewRequest
 
 __all__ = ["SimCSE"]
@@ -52,25 +52,22 @@ class SimCSE(Objective):
         ``chunk_size`` encodes that many rows at a time with GradCache (dropout replayed exactly)."""
         super().__init__()
         self.encoder = encoder
+        self.grad_cache = grad_cache_or_none(encoder, chunk_size)
         self.temperature = temperature
         self.policy = policy
-        self.chunk_size = chunk_size
         self.mlp = nn.Sequential(nn.Linear(encoder.dim, encoder.dim), nn.Tanh()) if mlp else nn.Identity()
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
         if self.policy == "pair":
             return (ViewRequest("augmented", {"policy": "pair"}),)
-        options: dict[str, Any] = {"num_views": 2}
-        if self.policy is not None:
-            options["policy"] = self.policy
-        return (ViewRequest("augmented", options),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
         inputs = views["views"]
         if not 2 <= len(inputs) <= 3:
             raise ValueError(f"SimCSE takes 2 views (or anchor, positive, hard negative), got {len(inputs)}")
         # one encoder call for every view (equal shapes), so the rows share nothing but the weights
-        pooled = [self.mlp(rows) for rows in encode_pooled(self.encoder, inputs, self.chunk_size)]
+        pooled = [self.mlp(features.pooled) for features in encode_views(self.grad_cache or self.encoder, inputs)]
         anchors, positives = pooled[0], pooled[1]
         hard_negatives = gather_with_grad(pooled[2]) if len(pooled) == 3 else None
         loss = info_nce(anchors, positives, negatives=hard_negatives, temperature=self.temperature)

@@ -12,9 +12,8 @@ import torch
 
 from multissl.features import Encoder
 from multissl.losses import supcon
-from multissl.modules import ProjectionHead
+from multissl.modules import ProjectedEncoder, ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.momentum import ProjectedEncoder
 from multissl.views import ViewRequest
 
 __all__ = ["SupCon"]
@@ -56,15 +55,8 @@ class SupCon(Objective):
         self.network = ProjectedEncoder(encoder, head, chunk_size)
         self.num_views, self.temperature, self.policy = num_views, temperature, policy
 
-    @property
-    def encoder(self) -> Encoder:
-        return self.network.encoder
-
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        options: dict[str, Any] = {"num_views": self.num_views}
-        if self.policy is not None:
-            options["policy"] = self.policy
-        return (ViewRequest("augmented", options),)
+        return (ViewRequest.augmented(self.policy, self.num_views),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
         labels = views.get("labels")

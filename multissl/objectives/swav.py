@@ -38,8 +38,7 @@ from multissl.features import Encoder
 from multissl.losses import sinkhorn_knopp, swapped_prediction
 from multissl.modules import MomentumQueue, ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.momentum import ProjectedEncoder
-from multissl.objectives.requests import augmented_request
+from multissl.modules import ProjectedEncoder
 from multissl.views import ViewRequest
 
 GLOBAL_VIEWS = 2
@@ -90,7 +89,7 @@ class SwAV(Objective):
         self.local_views, self.policy = local_views, policy
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (augmented_request(self.policy, num_views=GLOBAL_VIEWS, local_views=self.local_views),)
+        return (ViewRequest.augmented(self.policy, num_views=GLOBAL_VIEWS, local_views=self.local_views),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
         crops = views["views"]

@@ -19,8 +19,7 @@ from multissl.features import Encoder
 from multissl.losses import vicreg_terms
 from multissl.modules import ProjectionHead
 from multissl.objectives.base import Objective, ObjectiveOutput
-from multissl.objectives.momentum import ProjectedEncoder
-from multissl.objectives.requests import augmented_request
+from multissl.modules import ProjectedEncoder
 from multissl.views import ViewRequest
 
 
@@ -50,7 +49,7 @@ class VICReg(Objective):
         self.sim_weight, self.var_weight, self.cov_weight, self.policy = sim_weight, var_weight, cov_weight, policy
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (augmented_request(self.policy),)
+        return (ViewRequest.augmented(self.policy),)
 
     def forward(self, views) -> ObjectiveOutput:
         z1, z2 = self.online(views["views"][:2])

@@ -83,7 +83,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 
 def _encoder_config(name_or_path: str, architecture: str | None, pooling: str | None):
-    from domains.base import EncoderConfig
+    from multissl.domain import EncoderConfig
     from multissl.hub import read_encoder_metadata
 
     local = Path(name_or_path).expanduser()
@@ -114,7 +114,7 @@ def _run_probe(args: argparse.Namespace) -> int:
     import torch
 
     from domains import build_domain
-    from domains.base import DataConfig
+    from multissl.domain import DataConfig
     from multissl.hub import update_model_card
     from multissl.probes.report import results_table, save_results
     from multissl.probes.suite import run_probes

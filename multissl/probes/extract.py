@@ -2,7 +2,7 @@
 
 ``domain.load`` -> DataLoader(collate_fn=domain.collate) -> ``domain.make_views(batch,
 ViewRequest("plain"), generator)`` -> ``encoder(**views["inputs"])`` under ``torch.no_grad()`` in
-eval mode. No concrete domain is imported: anything that fulfils ``domains.base.Domain`` works.
+eval mode. No concrete domain is imported: anything that fulfils ``multissl.domain.Domain`` works.
 
 Skipped samples (a domain under ``on_bad_sample="skip"`` reports them per batch as
 ``batch["skipped"]``) are summed and returned, never dropped silently.
@@ -25,7 +25,7 @@ from multissl.features import Encoder, Features, masked_mean
 from multissl.views import ViewRequest
 
 if TYPE_CHECKING:  # typed against the contract; no concrete domain is imported
-    from domains.base import DataConfig, Domain
+    from multissl.domain import DataConfig, Domain
 
 __all__ = ["ExtractedFeatures", "move_to_device", "extract_from_dataset", "extract_features", "embed_texts", "class_names_of"]
 
@@ -221,7 +221,7 @@ def embed_texts(
     mapped to the role ``text_role``), so they are tokenised exactly like training data. A skipped
     sentence would misalign pairs, so any skip is an error naming how many.
     """
-    from domains.base import DataConfig  # the contract module, not a concrete domain
+    from multissl.domain import DataConfig  # the contract module, not a concrete domain
 
     texts = list(texts)
     if not texts:

@@ -13,12 +13,14 @@ L2-normalise again; an image's prediction is the class whose text embedding is m
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["retrieval_recall", "DEFAULT_TEMPLATES", "zero_shot_classifier", "zero_shot_classify"]
+__all__ = ["retrieval_recall", "DEFAULT_TEMPLATES", "zero_shot_classifier", "zero_shot_classify",
+           "joint_zero_shot_classifier", "joint_zero_shot_predict"]
 
 #: a few generic prompts; pass dataset-specific ones for serious comparisons
 DEFAULT_TEMPLATES = (
@@ -128,3 +130,67 @@ def zero_shot_classify(
     top = (images @ classes.T).topk(min(max(ks), classes.shape[0]), dim=1).indices
     correct = top == labels[:, None]
     return {f"top{k}_accuracy": float(correct[:, : min(k, classes.shape[0])].any(dim=1).float().mean()) for k in ks}
+
+
+def _tokenizer_of(encoder: Any) -> Callable[[list[str]], dict[str, Tensor]]:
+    tokenizer = encoder.processor
+    if tokenizer is None or not callable(tokenizer):
+        raise ValueError("this side's encoder carries no tokenizer (encoder.processor); pass tokenize=")
+    return lambda texts: dict(tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
+
+
+@torch.no_grad()
+def joint_zero_shot_classifier(
+    clip: Any,
+    class_names: Sequence[str],
+    templates: Sequence[str] | None = None,
+    *,
+    text_side: int = 1,
+    tokenize: Callable[[list[str]], dict[str, Tensor]] | None = None,
+    batch_size: int = 256,
+) -> Tensor:
+    """Class embeddings [C, projection_dim] in the joint space of a cross-modal objective such as
+    :class:`multissl.objectives.clip.CLIP` (anything with ``side(i) -> (encoder, projection)`` and
+    ``embed(i, inputs)``), during or after training (CLIP, section 3.1.4).
+
+    Each class name fills every template (one ``{}`` each); the prompts are encoded by the
+    ``text_side`` encoder and projected, the L2-normalised prompt embeddings are averaged per class
+    and re-normalised (:func:`zero_shot_classifier`, fed the joint-space embedder).
+    ``tokenize`` maps a list of strings to that encoder's inputs (default: the encoder's own
+    tokenizer, ``encoder.processor``, padding and truncating). ``templates`` None:
+    ``DEFAULT_TEMPLATES`` ("a photo of a {}." ...). Runs in eval mode (no dropout) and restores the
+    mode it found.
+    """
+    encoder = clip.side(text_side)[0]
+    tokenize = tokenize or _tokenizer_of(encoder)
+    device = next(clip.parameters()).device
+
+    def embed_prompts(prompts: list[str]) -> Tensor:
+        parts = []
+        for start in range(0, len(prompts), batch_size):
+            inputs = {k: v.to(device) for k, v in tokenize(prompts[start : start + batch_size]).items()}
+            parts.append(clip.embed(text_side, inputs))
+        return torch.cat(parts)
+
+    was_training = clip.training
+    clip.eval()
+    try:
+        return zero_shot_classifier(embed_prompts, list(class_names), list(templates or DEFAULT_TEMPLATES))
+    finally:
+        clip.train(was_training)
+
+
+@torch.no_grad()
+def joint_zero_shot_predict(clip: Any, inputs: dict[str, Tensor], class_embeddings: Tensor, *,
+                      side: int = 0) -> tuple[Tensor, Tensor]:
+    """Classify one side's encoder inputs by cosine similarity to ``class_embeddings`` [C, P].
+
+    Returns (predicted class Long[B], cosine similarities [B, C]). Runs in eval mode.
+    """
+    was_training = clip.training
+    clip.eval()
+    try:
+        similarities = clip.embed(side, inputs) @ F.normalize(class_embeddings.float(), dim=-1).T
+    finally:
+        clip.train(was_training)
+    return similarities.argmax(dim=1), similarities

@@ -58,7 +58,7 @@ from multissl.probes.text import (
 from multissl.views import ViewRequest
 
 if TYPE_CHECKING:
-    from domains.base import DataConfig, Domain
+    from multissl.domain import DataConfig, Domain
 
 __all__ = ["PROBES", "ProbeOptions", "run_probes", "dataset_name"]
 

@@ -12,8 +12,10 @@ accumulation shrinks the set of negatives). GradCache splits the *encoder* inste
 Peak memory is one chunk's activations plus the [B, D] representations, whatever B is. The
 gradients equal those of the full batch because the loss only sees the encoder through r.
 
-**The seam.** Objectives encode with :func:`encode_pooled` and take a ``chunk_size`` option
-(None: plain :func:`~multissl.objectives.base.encode_views`). Steps 1 and 3 live in one autograd
+**The seam: an opt-in wrapper.** An objective that offers GradCache takes a ``chunk_size`` option
+and, when it is set, encodes through a :class:`GradCache` of its encoder instead of the encoder
+itself; unset, the default path never meets this module. The wrapper returns the same
+``Features.pooled`` (and nothing else), computed chunk by chunk. Steps 1 and 3 live in one autograd
 function whose inputs are the encoder's trainable parameters: its forward is step 1, and its
 backward, reached during the engine's ordinary ``accelerator.backward(loss)`` right after the loss
 has produced d loss / d r (step 2), runs step 3 and *returns* the parameter gradients summed over
@@ -47,10 +49,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import get_device_states, set_device_states
 
-from multissl.features import Encoder
-from multissl.objectives.base import encode_views
+from multissl.features import Encoder, Features
 
-__all__ = ["encode_pooled", "grad_cached_pooled", "split_rows"]
+__all__ = ["GradCache", "grad_cache_or_none", "grad_cached_pooled", "split_rows"]
 
 
 def split_rows(inputs: dict[str, Any], chunk_size: int) -> list[dict[str, Any]]:
@@ -151,10 +152,6 @@ class _GradCache(torch.autograd.Function):
         return (None, None, None, *totals)
 
 
-def _pooled(encoder: Encoder) -> Callable[[dict[str, Any]], Tensor]:
-    return lambda inputs: encoder(**inputs).pooled
-
-
 def grad_cached_pooled(encoder: Encoder, inputs: dict[str, Any], chunk_size: int,
                        preserve_rng_state: bool = True) -> Tensor:
     """``encoder(**inputs).pooled`` [B, D], computed ``chunk_size`` rows at a time with GradCache.
@@ -170,15 +167,27 @@ def grad_cached_pooled(encoder: Encoder, inputs: dict[str, Any], chunk_size: int
         return torch.cat([encoder(**chunk).pooled for chunk in chunks])
     if encoder.training:
         _check_rows_independent(encoder)
-    return _GradCache.apply(_pooled(encoder), chunks, preserve_rng_state, *parameters)
+    return _GradCache.apply(lambda chunk: encoder(**chunk).pooled, chunks, preserve_rng_state, *parameters)
 
 
-def encode_pooled(encoder: Encoder, views: list[dict[str, Any]], chunk_size: int | None = None) -> list[Tensor]:
-    """Pooled features [B_i, D] of each view's inputs: the seam objectives use for GradCache.
+class GradCache:
+    """Calls ``encoder`` chunk by chunk with GradCache: ``GradCache(encoder, 64)(**inputs)`` is
+    ``Features(pooled=encoder(**inputs).pooled)`` in the memory of 64 rows (:func:`grad_cached_pooled`).
 
-    ``chunk_size`` None: :func:`~multissl.objectives.base.encode_views` (views of one shape in one
-    encoder call). An int: each view through :func:`grad_cached_pooled`.
+    A plain callable, not a module: the encoder stays registered where its objective put it, so
+    parameter names (and checkpoints) are the same with and without GradCache. An objective that
+    offers it holds ``GradCache(encoder, chunk_size) if chunk_size else None`` and encodes with
+    ``grad_cache or encoder``: the default path never enters this module.
     """
-    if chunk_size is None:
-        return [features.pooled for features in encode_views(encoder, views)]
-    return [grad_cached_pooled(encoder, inputs, chunk_size) for inputs in views]
+
+    def __init__(self, encoder: Encoder, chunk_size: int) -> None:
+        split_rows({"check": torch.zeros(1)}, chunk_size)  # the same check, at build time
+        self.encoder, self.chunk_size = encoder, chunk_size
+
+    def __call__(self, **inputs: Tensor) -> Features:
+        return Features(pooled=grad_cached_pooled(self.encoder, inputs, self.chunk_size))
+
+
+def grad_cache_or_none(encoder: Encoder, chunk_size: int | None) -> GradCache | None:
+    """A :class:`GradCache` of ``encoder`` when ``chunk_size`` is set, else None."""
+    return None if chunk_size is None else GradCache(encoder, chunk_size)
