@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Features", "Encoder", "masked_mean", "encode_views"]
+__all__ = ["Features", "Encoder", "InputGeometry", "masked_mean", "encode_views"]
 
 
 @dataclass
@@ -43,6 +43,25 @@ class Features:
             )
 
 
+@dataclass(frozen=True)
+class InputGeometry:
+    """The fixed shape of what a 2-D (image) encoder reads and returns, set by the domain that
+    builds it. Objectives that build a decoder at construction (MAE, autoencoders) read this, never
+    a processor or a Hugging Face config.
+
+    channels:    C of the inputs the domain makes.
+    size:        (H, W) of those inputs.
+    grid:        (rows, columns) of ``Features.sequence`` at that size (row-major positions).
+    patch_size:  side of the input patch behind each position for a patch encoder (ViT: it can run
+                 on visible patches only, MAE); None for encoders whose positions overlap (convnets).
+    """
+
+    channels: int
+    size: tuple[int, int]
+    grid: tuple[int, int]
+    patch_size: int | None = None
+
+
 def masked_mean(sequence: Tensor, mask: Tensor | None) -> Tensor:
     """Mean over valid positions: sequence [B, T, D], mask [B, T] bool (None: all valid) -> [B, D]."""
     if mask is None:
@@ -62,6 +81,7 @@ class Encoder(nn.Module):
         dim:       width D of ``Features.pooled``.
         processor: the matching image processor / feature extractor / tokenizer, or None.
         pooling:   "cls" or "mean" (how ``pooled`` is made from ``sequence``).
+        geometry:  :class:`InputGeometry` of 2-D encoders (set by the domain), else None.
         joint_projection: [P, D] or None: a cross-modal objective's linear map (no bias) from
                    ``pooled`` into the space it shares with another domain's encoder (CLIP).
                    Retrieval and zero-shot probes compare embeddings through it; it is saved
@@ -72,6 +92,7 @@ class Encoder(nn.Module):
     dim: int
     processor: Any = None
     pooling: str = "mean"
+    geometry: InputGeometry | None = None
     joint_projection: Tensor | None = None
 
     def to_joint_space(self, pooled: Tensor) -> Tensor:

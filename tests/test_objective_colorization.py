@@ -11,9 +11,8 @@ import torch
 
 from domains import EncoderConfig, build_domain
 from multissl.objectives import build_objective
-from multissl.objectives.colorization import (
-    AB_BIN_SIZE, AB_LIMIT, NUM_BINS, ab_bin_centres, annealed_mean, rebalancing_weights, soft_encode,
-)
+from domains.image.color import AB_BIN_SIZE, AB_LIMIT, NUM_AB_BINS as NUM_BINS, ab_bin_centres, soft_encode
+from multissl.objectives.colorization import annealed_mean, rebalancing_weights
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,
 )
@@ -54,7 +53,7 @@ def test_rebalancing_weights_follow_eq_4():
     torch.manual_seed(1)
     counts = torch.zeros(NUM_BINS)
     counts[torch.randint(0, NUM_BINS, (40,))] += torch.rand(40) * 100 + 1
-    weights = rebalancing_weights(counts, mix=0.5, sigma=5.0)
+    weights = rebalancing_weights(counts, ab_bin_centres(), mix=0.5, sigma=5.0)
     centres = _naive_centres()
     probability = (counts / counts.sum()).tolist()
     smoothed = []
@@ -67,9 +66,9 @@ def test_rebalancing_weights_follow_eq_4():
     raw = [1 / (0.5 * s + 0.5 / seen) for s in smoothed]
     scale = sum(s * r for s, r in zip(smoothed, raw))
     torch.testing.assert_close(weights, torch.tensor([r / scale for r in raw]), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(rebalancing_weights(counts, mix=1.0), torch.ones(NUM_BINS))
+    torch.testing.assert_close(rebalancing_weights(counts, ab_bin_centres(), mix=1.0), torch.ones(NUM_BINS))
     with pytest.raises(ValueError, match="no ab values counted"):
-        rebalancing_weights(torch.zeros(NUM_BINS))
+        rebalancing_weights(torch.zeros(NUM_BINS), ab_bin_centres())
 
 
 def test_annealed_mean_is_the_tempered_expectation():
@@ -79,7 +78,7 @@ def test_annealed_mean_is_the_tempered_expectation():
     for y in range(2):
         p = torch.softmax(logits[0, :, y, 0].double() / 0.38, dim=0)
         expected = (p[:, None] * centres.double()).sum(0)
-        torch.testing.assert_close(annealed_mean(logits)[0, :, y, 0].double(), expected, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(annealed_mean(logits, centres)[0, :, y, 0].double(), expected, rtol=1e-5, atol=1e-4)
 
 
 def build_colorization():
@@ -91,7 +90,7 @@ def build_colorization():
 def test_colorization_learns_on_real_images_and_round_trips(shared_data):
     setup = tiny_setup("image", shared_data, rows=16)
     objective = build_objective("colorization", [setup.encoder], OPTIONS)
-    assert [(r.kind, r.options) for r in objective.view_requests()] == [("corrupted", {"task": "colorization"})]
+    assert [(r.kind, r.options) for r in objective.view_requests()] == [("corrupted", {"task": "colorization", "output_stride": 2})]
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=25, lr=3e-3)
     # starts near log(Q = 529) = 6.3 (weighted); must fall by far more than noise
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses

@@ -62,7 +62,7 @@ def test_cpc_on_text_overfits_round_trips_and_is_eq_4(text, shared_data):
     (views,) = make_views(objective, [text], [batch], seed=1)
     out = objective(views)
     with torch.no_grad():
-        z, valid = encode_segments(text.encoder, views["inputs"], TEXT_OPTIONS["segment_length"])
+        z, valid = encode_segments(text.encoder, views["inputs"], views["valid"], TEXT_OPTIONS["segment_length"])
         expected = naive_cpc_loss(z, valid, objective.contexts(z), objective.predictors.weight, 3)
     torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-5)
     assert all(0 <= float(out.logs[f"accuracy_step{k}"]) <= 1 for k in (1, 2, 3))
@@ -103,8 +103,8 @@ def test_segments_never_see_later_tokens(text):
     changed = dict(inputs, input_ids=inputs["input_ids"].clone())
     changed["input_ids"][:, cut:] = torch.randint(5, 100, changed["input_ids"][:, cut:].shape)
     with torch.no_grad():
-        z, valid = encode_segments(text.encoder, inputs, TEXT_OPTIONS["segment_length"])
-        z_changed, _ = encode_segments(text.encoder, changed, TEXT_OPTIONS["segment_length"])
+        z, valid = encode_segments(text.encoder, inputs, inputs["attention_mask"].bool(), TEXT_OPTIONS["segment_length"])
+        z_changed, _ = encode_segments(text.encoder, changed, changed["attention_mask"].bool(), TEXT_OPTIONS["segment_length"])
         torch.testing.assert_close(z_changed[:, :2], z[:, :2], rtol=0, atol=1e-6)
         torch.testing.assert_close(objective.contexts(z_changed)[:, :2], objective.contexts(z)[:, :2], rtol=0, atol=1e-6)
         assert (z_changed[:, 2:] - z[:, 2:]).abs().amax() > 1e-3
@@ -122,11 +122,11 @@ def test_segments_follow_padding(audio):
     inputs["attention_mask"] = inputs["attention_mask"].clone()
     inputs["attention_mask"][0, 1000:] = 0
     with torch.no_grad():
-        _, valid = encode_segments(audio.encoder, inputs, 400)
+        _, valid = encode_segments(audio.encoder, inputs, inputs["attention_mask"].bool(), 400)
     assert valid[0].tolist() == [True, True] + [False] * (valid.shape[1] - 2)  # 1000 samples: 2 frames of 400
     short = {key: value[:, :300] for key, value in views["inputs"].items()}
     with pytest.raises(ValueError, match="segment"):
-        objective({"inputs": short})
+        objective({"inputs": short, "valid": short["attention_mask"].bool()})
 
 
 def test_cpc_two_processes_equal_one_on_text(text, tmp_path):

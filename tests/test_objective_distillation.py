@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from domains import EncoderConfig, build_domain
 from multissl.objectives import build_objective
-from multissl.objectives.distillation import load_teacher, save_teacher
+from multissl.teacher import load_teacher, save_teacher
 from multissl.views import ViewRequest
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,

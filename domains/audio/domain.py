@@ -24,7 +24,7 @@ Views (``make_views``; every kind also carries "skipped" and, when present, "lab
     plain      {"inputs"}                                   whole padded clips, deterministic
     augmented  {"views": [Inputs] * num_views}              crop, gain, noise, shift (+SpecAugment)
     masked     {"inputs" (+ "mask_time_indices"), "mask": Bool[B, T], "targets": Float[B, T, n_mels]}
-    sequence   {"inputs", "frame_mask": Bool[B, T]}         one ordered crop per clip (CPC)
+    sequence   {"inputs", "valid": Bool[B, L], "frame_mask": Bool[B, T]}   one ordered crop per clip (CPC)
 
 Options: augmented: ``num_views`` (2), ``crop_seconds``, ``policy`` ("default"; "simclr" and
 "byol" mean the same, audio has one policy and the image-only blur/solarize asymmetry has no
@@ -282,7 +282,9 @@ class AudioDomain(Domain):
                 f"sequence view: crops of {crop_length} samples give {num_frames} encoder frames, "
                 f"too few to predict {steps} steps ahead; raise crop_seconds"
             )
-        return {"inputs": self.inputs(crops, crop_lengths), "frame_mask": lengths_to_mask(valid_frames, num_frames)}
+        inputs = self.inputs(crops, crop_lengths)
+        return {"inputs": inputs, "valid": inputs["attention_mask"].bool(),
+                "frame_mask": lengths_to_mask(valid_frames, num_frames)}
 
     # ------------------------------------------------------------------ encoders
 

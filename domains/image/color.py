@@ -5,10 +5,13 @@ Pure tensor functions (differentiable, any device). RGB means gamma-encoded sRGB
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["rgb_to_grayscale", "shift_hue", "rgb_to_lab", "lab_to_rgb"]
+__all__ = ["rgb_to_grayscale", "shift_hue", "rgb_to_lab", "lab_to_rgb", "ab_bin_centres", "soft_encode", "AB_BIN_SIZE",
+           "AB_LIMIT", "NUM_AB_BINS"]
 
 # ITU-R BT.601 luma, as Pillow's convert("L"); torchvision uses 0.2989 for red.
 _LUMA = (0.299, 0.587, 0.114)
@@ -87,3 +90,48 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
     xyz = torch.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * _white(lab)
     matrix = torch.linalg.inv(_RGB_TO_XYZ).to(dtype=lab.dtype, device=lab.device)
     return _linear_to_srgb(torch.einsum("ij,...jhw->...ihw", matrix, xyz))
+
+
+# ----------------------------------------------------------------------------------------------
+# ab quantisation for colorization as classification (Zhang et al. 2016)
+
+AB_BIN_SIZE = 10.0  #: side of a bin in the ab plane (Zhang et al.: 10)
+AB_LIMIT = 110.0  #: bin centres run from -AB_LIMIT to AB_LIMIT on both axes
+_GRID = int(round(2 * AB_LIMIT / AB_BIN_SIZE)) + 1  # 23 centres per axis
+NUM_AB_BINS = _GRID * _GRID  #: colour classes of the colorization view (23 x 23)
+
+
+def ab_bin_centres(device: torch.device | None = None) -> Tensor:
+    """Float[Q, 2]: the (a, b) centre of every bin, a-major: bin ``i * 23 + j`` is (a_i, b_j)."""
+    axis = torch.arange(_GRID, dtype=torch.float32, device=device) * AB_BIN_SIZE - AB_LIMIT
+    return torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def soft_encode(ab: Tensor, neighbours: int = 5, sigma: float = 5.0) -> tuple[Tensor, Tensor]:
+    """Zhang et al.'s soft encoding of ab values [B, 2, H, W] (Zhang, Isola, Efros 2016, "Colorful
+    Image Colorization", section 2.1): the targets of the ``corrupted`` view's colorization task.
+
+    Returns (bins Long[B, k, H, W], weights [B, k, H, W]): the ``k = neighbours`` nearest bin
+    centres of each pixel, nearest first, and Gaussian weights ``exp(-d^2 / 2 sigma^2)`` normalised
+    to sum to 1 over them. ab is first clamped onto the grid's extent (no sRGB colour lies outside
+    it). The k nearest centres (k <= 5) then lie within two steps of the nearest one: a centre three
+    steps away is >= 25 off on that axis, while even at a corner of the grid five centres of the
+    5 x 5 block lie within 20. So 25 candidates per pixel are scored, never all Q.
+    """
+    if ab.dim() != 4 or ab.shape[1] != 2:
+        raise ValueError(f"ab must be [B, 2, H, W], got {tuple(ab.shape)}")
+    if not 1 <= neighbours <= 5:
+        raise ValueError(f"neighbours must be in [1, 5] (the 5x5 block argument below), got {neighbours}")
+    ab = ab.float().clamp(-AB_LIMIT, AB_LIMIT)
+    nearest = ((ab + AB_LIMIT) / AB_BIN_SIZE).round().long()  # [B, 2, H, W]
+    steps = torch.arange(-2, 3, device=ab.device)
+    index = nearest[:, :, None] + steps[:, None, None]  # [B, 2, 5, H, W]: candidate a / b grid indices
+    inside = (index >= 0) & (index < _GRID)
+    index = index.clamp(0, _GRID - 1)  # candidates off the grid (near its rim) are never chosen
+    axis_squared = (ab[:, :, None] - (index.float() * AB_BIN_SIZE - AB_LIMIT)).square()
+    axis_squared = axis_squared.masked_fill(~inside, float("inf"))
+    squared = (axis_squared[:, 0, :, None] + axis_squared[:, 1, None, :]).flatten(1, 2)  # [B, 25, H, W]
+    squared, chosen = squared.topk(neighbours, dim=1, largest=False)  # sorted: nearest first
+    bins = index[:, 0].gather(1, chosen // 5) * _GRID + index[:, 1].gather(1, chosen % 5)
+    weights = torch.softmax(-squared / (2 * sigma**2), dim=1)  # = normalised Gaussian weights
+    return bins, weights

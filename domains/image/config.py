@@ -126,6 +126,8 @@ class PretextConfig:
     ``inpainting_area`` of the image. Denoising (Vincent et al. 2008/2010): ``denoising_noise``
     "gaussian" (std ``noise_std`` on [0, 1] pixels) | "masking" | "salt_and_pepper" (a fraction
     ``noise_fraction`` of the elements).
+    Colorization (Zhang et al. 2016): ab soft-encoded onto its ``colorization_neighbours`` nearest
+    classes with Gaussian weights of ``colorization_sigma`` (ab units; the paper's 5 and 5).
     2-D CPC (van den Oord et al. 2018, section 3.3): the ``sequence`` view is a grid of square
     patches of side ``cpc_patch_fraction`` of the image's shorter side, overlapping by half (a
     64 px image and 16 px patches: 7 x 7), each resized to ``tile_size``.
@@ -143,6 +145,8 @@ class PretextConfig:
     noise_std: float = 0.1
     noise_fraction: float = 0.25
     cpc_patch_fraction: float = 0.25
+    colorization_neighbours: int = 5
+    colorization_sigma: float = 5.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.jigsaw_permutations <= 362880:

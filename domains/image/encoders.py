@@ -24,6 +24,7 @@ ConvNeXt's final layer norm). ``mask`` is all True.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ from transformers import (
 )
 
 from multissl.domain import EncoderConfig
-from multissl.features import Encoder, Features
+from multissl.features import Encoder, Features, InputGeometry
 
 from .config import ImageConfig
 
@@ -214,7 +215,36 @@ def _wrap(model: PreTrainedModel, pooling: str, processor: Any) -> Encoder:
     return ConvNetEncoder(model, pooling, processor)
 
 
+@torch.no_grad()
+def input_geometry(encoder: Encoder, image: ImageConfig) -> InputGeometry:
+    """The encoder's :class:`InputGeometry` at the domain's image size, by one dry run (eval mode,
+    so batch norm statistics are untouched)."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        size = image.image_size
+        parameter = next(encoder.parameters())
+        zeros = torch.zeros(1, image.channels, size, size, device=parameter.device, dtype=parameter.dtype)
+        positions = encoder(pixel_values=zeros).sequence.shape[1]
+    finally:
+        encoder.train(was_training)
+    if isinstance(encoder, ViTEncoder):
+        patch = int(encoder.model.config.patch_size)
+        return InputGeometry(image.channels, (size, size), (size // patch, size // patch), patch)
+    side = math.isqrt(positions)  # square inputs make square feature maps
+    if side * side != positions:
+        raise ValueError(f"the encoder's {positions} feature positions are not a square grid")
+    return InputGeometry(image.channels, (size, size), (side, side))
+
+
 def build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:
+    """:func:`load_or_build_image_encoder` with the encoder's :class:`InputGeometry` attached."""
+    encoder = load_or_build_image_encoder(config, image)
+    encoder.geometry = input_geometry(encoder, image)
+    return encoder
+
+
+def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:
     """Build from a preset (random weights) or load ``name_or_path`` (local folder or Hub id).
 
     Loading never runs remote code; only ViT, ResNet and ConvNeXt checkpoints are accepted, and

@@ -5,9 +5,11 @@ Each builder turns ``images`` uint8 [B, C, H, W] into the kind's dict; pixels be
 
 ``plain``      {"inputs": {"pixel_values"}}
 ``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size)
-``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C]}
+``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C],
+               "grid": (rows, columns)}
 ``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}
-``corrupted``  {"inputs": {"pixel_values"}, "targets": Tensor, "mask": Bool or None}
+``corrupted``  {"inputs": {"pixel_values"}, "targets": Tensor, "mask": Bool or None}; colorization also
+               "target_weights", "values" and "class_values" (see :func:`colorization_view`)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from multissl.views import ViewRequest
 
 from . import draws
 from .augment import ViewRecipe, augment, normalize
-from .color import rgb_to_lab
+from .color import ab_bin_centres, rgb_to_lab, soft_encode
 from .config import ImageConfig
 from .corruption import add_noise, inpainting_masks
 from .geometry import crop_resize, sample_crop_boxes
@@ -125,7 +127,8 @@ def masked_views(images: Tensor, config: ImageConfig, request: ViewRequest,
     assert config.patch_size is not None
     targets = patchify(pixels, config.patch_size)
     mask, keep_index = mae_masks(batch, targets.shape[1], float(options["mask_ratio"]), generator, unit.device)
-    return {"inputs": {"pixel_values": pixels, "keep_index": keep_index}, "mask": mask, "targets": targets}
+    grid = (pixels.shape[-2] // config.patch_size, pixels.shape[-1] // config.patch_size)
+    return {"inputs": {"pixel_values": pixels, "keep_index": keep_index}, "mask": mask, "targets": targets, "grid": grid}
 
 
 def _standardize_tiles(tiles: Tensor) -> Tensor:
@@ -193,12 +196,29 @@ def pretext_views(images: Tensor, config: ImageConfig, request: ViewRequest,
     raise ValueError(f"pretext view needs option task in ['rotation', 'jigsaw', 'relative_position'], got {task!r}")
 
 
+def colorization_view(unit: Tensor, config: ImageConfig, output_stride: int) -> dict[str, Any]:
+    """Zhang et al. 2016: the encoder sees L (0-100, as a gray image); the targets are the ab
+    channels, area-downsampled by ``output_stride`` and soft-encoded onto the 23 x 23 ab classes
+    (:func:`soft_encode`: k nearest classes, Gaussian weights)."""
+    if output_stride < 1:
+        raise ValueError(f"colorization output_stride must be >= 1, got {output_stride}")
+    lab = rgb_to_lab(unit)
+    lightness = (lab[:, :1] / 100).expand(-1, unit.shape[1], -1, -1)
+    ab = lab[:, 1:]
+    if output_stride > 1:
+        size = (ab.shape[-2] // output_stride, ab.shape[-1] // output_stride)
+        ab = torch.nn.functional.interpolate(ab.float(), size=size, mode="area")
+    classes, weights = soft_encode(ab, config.pretext.colorization_neighbours, config.pretext.colorization_sigma)
+    return {"inputs": {"pixel_values": _normalized(lightness, config)}, "targets": classes, "target_weights": weights,
+            "values": ab, "class_values": ab_bin_centres(unit.device), "mask": None}
+
+
 def corrupted_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                     generator: torch.Generator) -> dict[str, Any]:
     pretext = config.pretext
     options = _options(request, dict(task=None, mask=pretext.inpainting_mask, area=pretext.inpainting_area,
                                      noise=pretext.denoising_noise, noise_std=pretext.noise_std,
-                                     noise_fraction=pretext.noise_fraction))
+                                     noise_fraction=pretext.noise_fraction, output_stride=1))
     task = options["task"]
     unit = to_unit_range(images)
     batch, channels, height, width = unit.shape
@@ -210,10 +230,7 @@ def corrupted_views(images: Tensor, config: ImageConfig, request: ViewRequest,
     if task == "colorization":
         if channels != 3:
             raise ValueError(f"colorization needs RGB images, the batch has {channels} channel(s)")
-        lab = rgb_to_lab(unit)
-        # Zhang et al. 2016: predict ab from L; L (0-100) is shown to the encoder as a gray image
-        lightness = (lab[:, :1] / 100).expand(-1, channels, -1, -1)
-        return {"inputs": {"pixel_values": _normalized(lightness, config)}, "targets": lab[:, 1:], "mask": None}
+        return colorization_view(unit, config, int(options["output_stride"]))
     if task == "denoising":
         noisy, mask = add_noise(unit, options["noise"], float(options["noise_std"]), float(options["noise_fraction"]),
                                 generator)

@@ -48,7 +48,8 @@ class TextDomain(Domain):
     ``make_views`` (on the batch's device, randomness from the given generator only), with
     Inputs = {"input_ids", "attention_mask"}:
 
-    - ``plain`` / ``sequence``: {"inputs": Inputs} as collated (CPC reads the ordered tokens).
+    - ``plain``: {"inputs": Inputs} as collated; ``sequence``: the same plus "valid" Bool[B, L] (the
+      real tokens), CPC's ordered sequence.
     - ``augmented``: {"views": [Inputs] * num_views}. Policies (option ``policy``, default
       ``TextConfig.augment_policy``): "dropout" identical copies (SimCSE: encoder dropout makes
       them differ), "cutoff", "delete", "swap" (each view drawn independently per row, see
@@ -206,8 +207,10 @@ class TextDomain(Domain):
                 f"text view {request.kind!r} has no option(s) {unknown}; it takes {sorted(_VIEW_OPTIONS[request.kind])}"
             )
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if request.kind in ("plain", "sequence"):
+        if request.kind == "plain":
             views: Views = {"inputs": inputs}
+        elif request.kind == "sequence":
+            views = {"inputs": inputs, "valid": inputs["attention_mask"].bool()}
         elif request.kind == "masked":
             views = self._masked(inputs, request.options, generator)
         else:

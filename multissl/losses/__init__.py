@@ -13,7 +13,7 @@ from .contrastive import clip_loss, cpc, cpc_accuracy, info_nce, nt_xent, soft_n
 from .metric import contrastive_pair, lifted_structured, n_pair, nce, triplet
 from .reconstruction import masked_reconstruction, masked_token_cross_entropy
 from .redundancy import BarlowTwinsTerms, VICRegTerms, barlow_twins, barlow_twins_terms, vicreg, vicreg_terms
-from .similarity import byol, distillation, simsiam
+from .similarity import byol, distillation, simsiam, soft_cross_entropy
 
 # --- online clustering (SwAV) ---
 from .clustering import sinkhorn_knopp, swapped_prediction

@@ -13,12 +13,12 @@ on the concatenated batch. The cross-entropy is a per-row mean over the global b
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from multissl.distributed import all_reduce_sum, gather_no_grad, global_mean
+from multissl.distributed import all_reduce_sum, gather_no_grad
 
 from ._checks import check_float, check_positive, check_same_shape, compute_dtype
+from .similarity import soft_cross_entropy
 
 __all__ = ["sinkhorn_knopp", "swapped_prediction"]
 
@@ -71,7 +71,4 @@ def swapped_prediction(scores: Tensor, codes: Tensor, temperature: float = 0.1) 
     check_float("scores", scores, 2)
     check_float("codes", codes, 2)
     check_same_shape("scores", scores, "codes", codes)
-    check_positive("temperature", temperature)
-    dtype = compute_dtype(scores, codes)
-    log_probabilities = F.log_softmax(scores.to(dtype) / temperature, dim=-1)
-    return global_mean(-(codes.detach().to(dtype) * log_probabilities).sum(dim=-1))
+    return soft_cross_entropy(scores, codes, temperature)

@@ -1,4 +1,5 @@
-"""Losses that pull a prediction towards a fixed target: BYOL, SimSiam, SimCLRv2 distillation.
+"""Losses that pull a prediction towards a fixed target: BYOL, SimSiam, the soft-target
+cross-entropy (SwAV's swapped prediction, SimCLRv2 distillation, colorization's soft encoding).
 
 The target (BYOL's momentum projection, SimSiam's other branch, the distillation teacher) is
 detached inside each function: the stop-gradient is part of the formula, not a caller's option.
@@ -16,7 +17,7 @@ from multissl.distributed import global_mean
 
 from ._checks import check_float, check_positive, check_same_shape, compute_dtype
 
-__all__ = ["byol", "simsiam", "distillation"]
+__all__ = ["byol", "simsiam", "soft_cross_entropy", "distillation"]
 
 
 def _checked_prediction_and_target(p: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,6 +57,29 @@ def simsiam(p: Tensor, z: Tensor) -> Tensor:
     return global_mean(-F.cosine_similarity(p, z, dim=-1))
 
 
+def soft_cross_entropy(logits: Tensor, targets: Tensor, temperature: float = 1.0,
+                       weights: Tensor | None = None) -> Tensor:
+    """Cross-entropy against a target distribution: per row ``-sum_k t_k log softmax(logits / T)_k``.
+
+    ``logits`` [N, K] with gradient; ``targets`` [N, K] a distribution per row, detached here (a
+    teacher's, Sinkhorn codes, a soft encoding); ``weights`` [N] optional per-row weights
+    (colorization's class rebalancing). Returns the (weighted) mean over the global batch: SwAV's
+    ``l(z, q)`` (eq. 2), SimCLRv2's distillation (eq. 2), Zhang et al.'s eq. 2 are this function.
+    """
+    check_float("logits", logits, 2)
+    check_float("targets", targets, 2)
+    check_same_shape("logits", logits, "targets", targets)
+    check_positive("temperature", temperature)
+    dtype = compute_dtype(logits, targets)
+    log_probabilities = F.log_softmax(logits.to(dtype) / temperature, dim=-1)
+    per_row = -(targets.detach().to(dtype) * log_probabilities).sum(dim=-1)
+    if weights is not None:
+        if weights.shape != per_row.shape:
+            raise ValueError(f"weights must be [{per_row.shape[0]}], got {tuple(weights.shape)}")
+        per_row = weights.detach().to(dtype) * per_row
+    return global_mean(per_row)
+
+
 def distillation(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """SimCLRv2 distillation loss (Chen et al. 2020b, "Big Self-Supervised Models are Strong
     Semi-Supervised Learners", section 2, eq. 2).
@@ -72,6 +96,5 @@ def distillation(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     check_same_shape("student_logits", student_logits, "teacher_logits", teacher_logits)
     check_positive("temperature", temperature)
     dtype = compute_dtype(student_logits, teacher_logits)
-    student_log_probs = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
-    teacher_probs = F.softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
-    return global_mean(-(teacher_probs * student_log_probs).sum(dim=-1))
+    teacher_probabilities = F.softmax(teacher_logits.detach().to(dtype) / temperature, dim=-1)
+    return soft_cross_entropy(student_logits, teacher_probabilities, temperature)

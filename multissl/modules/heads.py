@@ -3,8 +3,8 @@
 One class covers the projection heads of the joint-embedding family; only depth, width and the
 placement of batch norm differ between papers:
 
-- SimCLR (Chen et al. 2020a): 2 layers, 2048 -> 128, BN on the hidden layer.
-- SimCLRv2 (Chen et al. 2020b): 3 layers, 2048 -> 2048 -> 128, BN on every layer (the deeper head).
+- SimCLR (Chen et al. 2020a): 2 layers, 2048 -> 128, BN on every layer, the output's without centering.
+- SimCLRv2 (Chen et al. 2020b): 3 layers, 2048 -> 2048 -> 128, the same with one more layer.
 - MoCo v2 (Chen et al. 2020c): 2 layers, 2048 -> 128, no BN (``batch_norm=False``).
 - MoCo v3 (Chen et al. 2021): 3 layers, 4096 -> 4096 -> 256, BN on every layer.
 - BYOL (Grill et al. 2020) projector: 2 layers, 4096 -> 256, BN on the hidden layer.
@@ -13,8 +13,9 @@ placement of batch norm differ between papers:
 
 A layer is ``Linear -> [BatchNorm1d] -> ReLU``; the last layer is ``Linear -> [BatchNorm1d]`` with
 no activation. A linear layer followed by batch norm carries no bias (BN's shift makes it redundant,
-as in MoCo v3 and Barlow Twins). The optional last BN has no affine parameters, as in MoCo v3;
-SimCLRv2 keeps a learnable scale there (``center=False`` only), a per-feature rescaling that we drop.
+as in MoCo v3 and Barlow Twins). The optional last BN has no affine parameters, as in MoCo v3, or
+a learnable scale and no shift (``last_norm_scale``), as both official SimCLR codebases
+(``linear_layer(..., use_bn=True, center=False)`` on the output layer).
 
 SimCLRv2 fine-tunes "from the middle layer of the projection head": the encoder plus the head's
 first layer(s) become the network the classifier sits on. ``head(x, up_to=k)`` returns the output
@@ -52,6 +53,7 @@ class ProjectionHead(nn.Module):
         num_layers: int = 2,
         batch_norm: bool = True,
         last_batch_norm: bool = False,
+        last_norm_scale: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -60,6 +62,7 @@ class ProjectionHead(nn.Module):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.in_dim, self.hidden_dim, self.out_dim, self.num_layers = in_dim, hidden_dim, out_dim, num_layers
+        self.batch_norm, self.last_batch_norm, self.last_norm_scale = batch_norm, last_batch_norm, last_norm_scale
         widths = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         layers = []
         for index in range(num_layers):
@@ -67,11 +70,17 @@ class ProjectionHead(nn.Module):
             with_norm = last_batch_norm if last else batch_norm
             block: list[nn.Module] = [nn.Linear(widths[index], widths[index + 1], bias=not with_norm)]
             if with_norm:
-                block.append(nn.BatchNorm1d(widths[index + 1], affine=not last))
+                block.append(_output_norm(widths[index + 1], last_norm_scale) if last else nn.BatchNorm1d(widths[index + 1]))
             if not last:
                 block.append(nn.ReLU(inplace=True))
             layers.append(nn.Sequential(*block))
         self.layers = nn.ModuleList(layers)
+
+    def shape(self) -> dict[str, int | bool]:
+        """The constructor's arguments: ``ProjectionHead(**head.shape())`` builds the same layers."""
+        return dict(in_dim=self.in_dim, hidden_dim=self.hidden_dim, out_dim=self.out_dim, num_layers=self.num_layers,
+                    batch_norm=self.batch_norm, last_batch_norm=self.last_batch_norm,
+                    last_norm_scale=self.last_norm_scale)
 
     def _check_up_to(self, up_to: int | None) -> int:
         if up_to is None:
@@ -94,6 +103,16 @@ class ProjectionHead(nn.Module):
         """The first ``up_to`` layers as an ``nn.Sequential`` that shares this head's weights
         (SimCLRv2's fine-tuning from the middle of the head). Takes ``[B, in_dim]`` rows."""
         return nn.Sequential(*self.layers[: self._check_up_to(up_to)])
+
+
+def _output_norm(width: int, scale: bool) -> nn.BatchNorm1d:
+    """Batch norm of the output layer: no affine parameters, or a learnable scale with the shift
+    fixed at 0 (TensorFlow's ``center=False``; the bias stays a frozen zero in the state dict)."""
+    if not scale:
+        return nn.BatchNorm1d(width, affine=False)
+    norm = nn.BatchNorm1d(width)
+    norm.bias.requires_grad_(False)
+    return norm
 
 
 class Predictor(ProjectionHead):

@@ -20,7 +20,8 @@ from the encoder's last feature grid back to the image.
   blocks and regions). The paper also up-weights a thin band around the hole (10x on 4-7 px);
   that is left out.
 
-The decoder reads ``Features.sequence`` (the last feature map), so a ConvNeXt's layer norm on its
+The decoder's shape (channels, image side, feature grid) comes from ``encoder.geometry``, which the
+image domain sets. It reads ``Features.sequence`` (the last feature map), so a ConvNeXt's layer norm on its
 pooled output gets no gradient: with ConvNeXt under DDP set ``train.find_unused_parameters``.
 Image only: the audio domain makes no ``corrupted`` view, so the denoising autoencoder on log-mel
 is left out.
@@ -86,51 +87,24 @@ class ConvDecoder(nn.Module):
         return image
 
 
-def _image_geometry(encoder: Encoder, image_size: int | None) -> tuple[int, int, int]:
-    """(channels, image side, feature grid side) of an image encoder, by one dry run on zeros."""
-    model = getattr(encoder, "model", None)
-    config = getattr(model, "config", None)
-    channels = getattr(config, "num_channels", None)
-    if image_size is None:
-        image_size = getattr(config, "image_size", None)
-        processor = getattr(encoder, "processor", None)
-        # the domain's image processor knows the side it makes (a SizeDict or a plain dict)
-        side = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else getattr(processor, "size", None)
-        if image_size is None and side is not None:
-            image_size = side.get("height") if isinstance(side, dict) else getattr(side, "height", None)
-    if not channels or not image_size:
-        raise ValueError(f"cannot tell the image size / channels of a {type(encoder).__name__}: set the objective "
-                         "option image_size (the image domain's image_size)")
-    image_size = int(image_size[0] if isinstance(image_size, (list, tuple)) else image_size)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            sequence = encoder(pixel_values=torch.zeros(1, channels, image_size, image_size, device=encoder.device)).sequence
-    finally:
-        encoder.train(was_training)
-    if sequence is None:
-        raise ValueError(f"{type(encoder).__name__} returns no feature sequence for the decoder to start from")
-    grid = math.isqrt(sequence.shape[1])
-    if grid * grid != sequence.shape[1]:
-        raise ValueError(f"the encoder's {sequence.shape[1]} feature positions are not a square grid")
-    return int(channels), image_size, grid
-
-
 class _Autoencoder(Objective):
     """Shared part: encoder + ConvDecoder on the corrupted view; subclasses choose the view and the loss."""
 
-    def __init__(self, encoder: Encoder, *, decoder_width: int, channel_wise_fc: bool, image_size: int | None) -> None:
+    def __init__(self, encoder: Encoder, *, decoder_width: int, channel_wise_fc: bool) -> None:
         super().__init__()
+        geometry = encoder.geometry
+        if geometry is None or geometry.grid[0] != geometry.grid[1] or geometry.size[0] != geometry.size[1]:
+            raise ValueError(f"{self.name} decodes square images from a square feature grid, which this encoder "
+                             f"does not declare (geometry {geometry}): use the image domain's encoders")
         self.encoder = encoder
-        channels, size, grid = _image_geometry(encoder, image_size)
-        self.decoder = ConvDecoder(encoder.dim, grid, channels, size, decoder_width, channel_wise_fc)
+        self.decoder = ConvDecoder(encoder.dim, geometry.grid[0], geometry.channels, geometry.size[0], decoder_width,
+                                   channel_wise_fc)
 
     def reconstruct(self, views: dict[str, Any]) -> Tensor:
         prediction = self.decoder(self.encoder(**views["inputs"]).sequence)
         if prediction.shape != views["targets"].shape:
             raise ValueError(f"reconstruction {tuple(prediction.shape)} does not match the targets "
-                             f"{tuple(views['targets'].shape)}: set the objective option image_size")
+                             f"{tuple(views['targets'].shape)}: the images are not the size the encoder was built for")
         return prediction
 
 
@@ -148,12 +122,11 @@ class DenoisingAutoencoder(_Autoencoder):
         clean_weight: float = 0.5,
         decoder_width: int = 256,
         channel_wise_fc: bool = False,
-        image_size: int | None = None,
     ) -> None:
         """noise: "gaussian" | "masking" | "salt_and_pepper" with noise_std / noise_fraction (None: the
         image domain's settings); corrupted_weight / clean_weight: alpha / beta of the emphasised
         criterion; channel_wise_fc: Pathak's decoder layer (off: the corruption is local here)."""
-        super().__init__(encoder, decoder_width=decoder_width, channel_wise_fc=channel_wise_fc, image_size=image_size)
+        super().__init__(encoder, decoder_width=decoder_width, channel_wise_fc=channel_wise_fc)
         self.view_options = {"task": "denoising", **{k: v for k, v in (
             ("noise", noise), ("noise_std", noise_std), ("noise_fraction", noise_fraction)) if v is not None}}
         self.corrupted_weight, self.clean_weight = corrupted_weight, clean_weight
@@ -197,11 +170,10 @@ class ContextEncoder(_Autoencoder):
         discriminator_width: int = 32,
         decoder_width: int = 256,
         channel_wise_fc: bool = True,
-        image_size: int | None = None,
     ) -> None:
         """mask: "central" | "block" | "region" removing ``area`` of the image (None: the image
         domain's settings, central 1/4); adversarial_weight: lambda_adv (0: L2 only)."""
-        super().__init__(encoder, decoder_width=decoder_width, channel_wise_fc=channel_wise_fc, image_size=image_size)
+        super().__init__(encoder, decoder_width=decoder_width, channel_wise_fc=channel_wise_fc)
         self.view_options = {"task": "inpainting", **{k: v for k, v in (("mask", mask), ("area", area)) if v is not None}}
         self.adversarial_weight = adversarial_weight
         channels = self.decoder.output.out_channels

@@ -1,29 +1,34 @@
 """Colorization as classification over quantised colours, with class rebalancing.
 
 Zhang, Isola, Efros 2016, "Colorful Image Colorization" (ECCV, section 2.1-2.3). The network sees
-the lightness L of an image (the image domain's ``corrupted`` view, task "colorization": L shown as
-a gray image, targets the raw CIE Lab a/b channels) and predicts, per pixel, a distribution over
-the ab plane quantised into 10 x 10 bins:
+the lightness L of an image and predicts, per pixel, a distribution over colour classes:
 
     L -> encoder -> sequence [B, T, D] -> feature map [B, D, h, w] -> decoder -> logits [B, Q, H/s, W/s]
-    target ab (area-downsampled to H/s) -> soft encoding Z: its 5 nearest bin centres,
-                                           Gaussian weights (sigma 5), normalised
     loss = mean over pixels of  -v(q*) sum_q Z_q log softmax(logits)_q      (eq. 2)
     v(q) = normalised 1 / ((1 - lambda) p~(q) + lambda / Q)                  (eq. 3-4, lambda 0.5)
 
+The image domain's ``corrupted`` view (task "colorization") does the colour science: it shows the
+encoder L as a gray image, quantises the ab plane into Q classes (10 x 10 bins) and soft-encodes
+each target pixel at the output stride: ``targets`` Long[B, k, h, w] (its k nearest classes, nearest
+first), ``target_weights`` [B, k, h, w] (Gaussian weights, sigma 5, summing to 1), ``values`` [B, 2,
+h, w] (the ab values) and ``class_values`` [Q, 2] (each class's ab centre). This file knows only
+"classes with coordinates".
+
 Why classification and not regression: the paper's point (section 2.1, Fig. 2) is that an L2
 regression to ab averages the plausible colours of an object into a desaturated brown, while a
-distribution keeps them apart; the rebalancing v keeps the desaturated, frequent bins from dominating
-the loss. :func:`annealed_mean` turns the prediction back into ab (temperature 0.38, eq. 5).
+distribution keeps them apart; the rebalancing v keeps the desaturated, frequent classes from
+dominating the loss. :func:`annealed_mean` turns the prediction back into ab (temperature 0.38,
+eq. 5).
 
 Two deviations, for want of the paper's ImageNet constants, both documented where they act:
-- The bins are the full grid of centres -110..110 in steps of 10 (Q = 23 x 23 = 529) instead of
-  the 313 the paper keeps in the sRGB gamut: out-of-gamut bins never occur as targets, so the
-  classifier learns to leave them alone; lambda / Q uses the number of bins seen so far.
-- The prior p~ (the empirical ab distribution, smoothed by a Gaussian of sigma 5) is counted on
-  the training data as it streams by: the nearest-bin histogram of every training batch is summed
-  over processes into a persistent buffer ``ab_counts`` (so a resume and every rank agree), and the
-  weights at each step come from all counts so far, the current batch included.
+- The classes are the full grid of ab centres -110..110 in steps of 10 (Q = 23 x 23 = 529) instead
+  of the 313 the paper keeps in the sRGB gamut: out-of-gamut classes never occur as targets, so the
+  classifier learns to leave them alone; lambda / Q uses the number of classes seen so far.
+- The prior p~ (the empirical class distribution, smoothed by a Gaussian of sigma 5 over the class
+  coordinates) is counted on the training data as it streams by: the nearest-class histogram of
+  every training batch is summed over processes into a persistent buffer ``ab_counts`` (so a resume
+  and every rank agree), and the weights at each step come from all counts so far, the current
+  batch included.
 The decoder (3x3 conv, bilinear upsampling, 3x3 conv, 1x1 conv to Q) stands in for the paper's
 conv8 block; ``output_stride`` 4 predicts at a quarter of the input resolution, as the paper.
 Split-brain autoencoders (Zhang et al. 2017) are not implemented.
@@ -38,100 +43,52 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multissl.distributed import all_reduce_sum, global_mean
+from multissl.distributed import all_reduce_sum
 from multissl.features import Encoder
+from multissl.losses import soft_cross_entropy
 from multissl.objectives.base import Objective, ObjectiveOutput
 from multissl.views import ViewRequest
 
-__all__ = [
-    "Colorization",
-    "ColorDecoder",
-    "ab_bin_centres",
-    "soft_encode",
-    "rebalancing_weights",
-    "annealed_mean",
-    "AB_BIN_SIZE",
-    "AB_LIMIT",
-]
-
-AB_BIN_SIZE = 10.0  #: side of a bin in the ab plane (Zhang et al.: 10)
-AB_LIMIT = 110.0  #: bin centres run from -AB_LIMIT to AB_LIMIT on both axes
-_GRID = int(round(2 * AB_LIMIT / AB_BIN_SIZE)) + 1  # 23 centres per axis
-NUM_BINS = _GRID * _GRID
+__all__ = ["Colorization", "ColorDecoder", "rebalancing_weights", "annealed_mean"]
 
 
-def ab_bin_centres(device: torch.device | None = None) -> Tensor:
-    """Float[Q, 2]: the (a, b) centre of every bin, a-major: bin ``i * 23 + j`` is (a_i, b_j)."""
-    axis = torch.arange(_GRID, dtype=torch.float32, device=device) * AB_BIN_SIZE - AB_LIMIT
-    return torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).reshape(-1, 2)
+def rebalancing_weights(counts: Tensor, class_values: Tensor, mix: float = 0.5, sigma: float = 5.0) -> Tensor:
+    """Zhang et al.'s class weights v [Q] from class counts [Q] (eq. 3-4).
 
-
-def soft_encode(ab: Tensor, neighbours: int = 5, sigma: float = 5.0) -> tuple[Tensor, Tensor]:
-    """Zhang et al.'s soft encoding of ab values [B, 2, H, W] (section 2.1).
-
-    Returns (bins Long[B, k, H, W], weights [B, k, H, W]): the ``k = neighbours`` nearest bin
-    centres of each pixel, nearest first, and Gaussian weights ``exp(-d^2 / 2 sigma^2)`` normalised
-    to sum to 1 over them. ab is first clamped onto the grid's extent (no sRGB colour lies outside
-    it). The k nearest centres (k <= 5) then lie within two steps of the nearest one: a centre three
-    steps away is >= 25 off on that axis, while even at a corner of the grid five centres of the
-    5 x 5 block lie within 20. So 25 candidates per pixel are scored, never all Q.
+    ``p~`` = counts normalised and smoothed by a Gaussian of ``sigma`` over the class coordinates
+    ``class_values`` [Q, P] (ab units for colours): ``p~_q ~ sum_r p_r exp(-|c_q - c_r|^2 / 2 sigma^2)``;
+    ``v ~ 1 / ((1 - mix) p~ + mix / Q)`` with Q the number of classes ever counted (the in-gamut
+    classes the paper keeps), scaled so that ``sum_q p~_q v_q = 1``. ``mix`` 1 gives v = 1 everywhere.
     """
-    if ab.dim() != 4 or ab.shape[1] != 2:
-        raise ValueError(f"ab must be [B, 2, H, W], got {tuple(ab.shape)}")
-    if not 1 <= neighbours <= 5:
-        raise ValueError(f"neighbours must be in [1, 5] (the 5x5 block argument below), got {neighbours}")
-    ab = ab.float().clamp(-AB_LIMIT, AB_LIMIT)
-    nearest = ((ab + AB_LIMIT) / AB_BIN_SIZE).round().long()  # [B, 2, H, W]
-    steps = torch.arange(-2, 3, device=ab.device)
-    index = nearest[:, :, None] + steps[:, None, None]  # [B, 2, 5, H, W]: candidate a / b grid indices
-    inside = (index >= 0) & (index < _GRID)
-    index = index.clamp(0, _GRID - 1)  # candidates off the grid (near its rim) are never chosen
-    axis_squared = (ab[:, :, None] - (index.float() * AB_BIN_SIZE - AB_LIMIT)).square()
-    axis_squared = axis_squared.masked_fill(~inside, float("inf"))
-    squared = (axis_squared[:, 0, :, None] + axis_squared[:, 1, None, :]).flatten(1, 2)  # [B, 25, H, W]
-    squared, chosen = squared.topk(neighbours, dim=1, largest=False)  # sorted: nearest first
-    bins = index[:, 0].gather(1, chosen // 5) * _GRID + index[:, 1].gather(1, chosen % 5)
-    weights = torch.softmax(-squared / (2 * sigma**2), dim=1)  # = normalised Gaussian weights
-    return bins, weights
-
-
-def rebalancing_weights(counts: Tensor, mix: float = 0.5, sigma: float = 5.0) -> Tensor:
-    """Zhang et al.'s class weights v [Q] from bin counts [Q] (eq. 3-4).
-
-    ``p~`` = counts normalised and smoothed by a Gaussian of ``sigma`` (ab units) on the bin grid;
-    ``v ~ 1 / ((1 - mix) p~ + mix / Q)`` with Q the number of bins ever counted (the in-gamut bins
-    the paper keeps), scaled so that ``sum_q p~_q v_q = 1``. ``mix`` 1 gives v = 1 everywhere.
-    """
-    if counts.shape != (NUM_BINS,):
-        raise ValueError(f"counts must be [{NUM_BINS}], got {tuple(counts.shape)}")
+    if counts.dim() != 1 or class_values.dim() != 2 or class_values.shape[0] != counts.shape[0]:
+        raise ValueError(f"counts [Q] and class_values [Q, P] must agree, got {tuple(counts.shape)} and "
+                         f"{tuple(class_values.shape)}")
     if not 0.0 <= mix <= 1.0:
         raise ValueError(f"mix (lambda) must be in [0, 1], got {mix}")
     counts = counts.float()
     if counts.sum() <= 0:
         raise ValueError("no ab values counted yet: rebalancing weights need a prior")
-    radius = max(1, math.ceil(3 * sigma / AB_BIN_SIZE))
-    steps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=counts.device) * AB_BIN_SIZE
-    kernel = torch.exp(-steps.square() / (2 * sigma**2))
-    kernel = torch.outer(kernel, kernel) / kernel.sum().square()
-    grid = (counts / counts.sum()).view(1, 1, _GRID, _GRID)
-    smoothed = F.conv2d(grid, kernel[None, None], padding=radius).flatten()
+    centres = class_values.to(counts)
+    kernel = torch.exp(-torch.cdist(centres, centres).square() / (2 * sigma**2))  # [Q, Q], symmetric
+    smoothed = kernel @ (counts / counts.sum())
     smoothed = smoothed / smoothed.sum()
     seen = (counts > 0).sum()
     weights = 1.0 / ((1 - mix) * smoothed + mix / seen)
     return weights / (smoothed * weights).sum()
 
 
-def annealed_mean(logits: Tensor, temperature: float = 0.38) -> Tensor:
-    """ab [B, 2, H, W] from bin logits [B, Q, H, W]: the mean of softmax(logits / T) over the bin
-    centres (eq. 5; T = 0.38, between the mean's desaturation and the mode's patchiness)."""
+def annealed_mean(logits: Tensor, class_values: Tensor, temperature: float = 0.38) -> Tensor:
+    """[B, P, H, W] from class logits [B, Q, H, W]: the mean of softmax(logits / T) over the class
+    coordinates ``class_values`` [Q, P] (ab for colours; eq. 5, T = 0.38, between the mean's
+    desaturation and the mode's patchiness)."""
     probabilities = torch.softmax(logits.float() / temperature, dim=1)
-    return torch.einsum("bqhw,qc->bchw", probabilities, ab_bin_centres(logits.device))
+    return torch.einsum("bqhw,qc->bchw", probabilities, class_values.float())
 
 
 class ColorDecoder(nn.Module):
     """Feature map [B, D, h, w] -> bin logits [B, Q, H_out, W_out] (3x3 conv, upsample, 3x3, 1x1)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, num_bins: int = NUM_BINS) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, num_bins: int) -> None:
         super().__init__()
         self.reduce = nn.Sequential(nn.Conv2d(in_dim, hidden_dim, 3, padding=1, bias=False),
                                     nn.BatchNorm2d(hidden_dim), nn.ReLU(inplace=True))
@@ -160,40 +117,43 @@ class Colorization(Objective):
 
     ab_counts: Tensor
 
-    def __init__(self, encoder: Encoder, *, hidden_dim: int = 256, output_stride: int = 4,
-                 rebalance_mix: float = 0.5, sigma: float = 5.0, neighbours: int = 5) -> None:
-        """``rebalance_mix`` is the paper's lambda (1: no rebalancing); ``sigma`` (ab units) is used
-        by the soft encoding and the prior's smoothing alike, as in the paper."""
+    def __init__(self, encoder: Encoder, *, num_bins: int = 529, hidden_dim: int = 256, output_stride: int = 4,
+                 rebalance_mix: float = 0.5, sigma: float = 5.0) -> None:
+        """``num_bins``: the colour classes of the image domain's colorization view (23 x 23 ab
+        bins); ``rebalance_mix`` is the paper's lambda (1: no rebalancing); ``sigma`` (ab units)
+        smooths the prior, as the paper's (the view soft-encodes with the same 5)."""
         super().__init__()
         if output_stride < 1:
             raise ValueError(f"output_stride must be >= 1, got {output_stride}")
         if not 0.0 <= rebalance_mix <= 1.0:
             raise ValueError(f"rebalance_mix must be in [0, 1], got {rebalance_mix}")
         self.encoder = encoder
-        self.decoder = ColorDecoder(encoder.dim, hidden_dim)
-        self.output_stride, self.rebalance_mix = output_stride, rebalance_mix
-        self.sigma, self.neighbours = sigma, neighbours
-        self.register_buffer("ab_counts", torch.zeros(NUM_BINS))
+        self.decoder = ColorDecoder(encoder.dim, hidden_dim, num_bins)
+        self.num_bins, self.output_stride, self.rebalance_mix, self.sigma = num_bins, output_stride, rebalance_mix, sigma
+        self.register_buffer("ab_counts", torch.zeros(num_bins))
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
-        return (ViewRequest("corrupted", {"task": "colorization"}),)
+        return (ViewRequest("corrupted", {"task": "colorization", "output_stride": self.output_stride}),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
-        targets = views["targets"]
-        if targets.dim() != 4 or targets.shape[1] != 2:
-            raise ValueError(f"colorization targets must be Lab a/b [B, 2, H, W], got {tuple(targets.shape)}")
-        size = (targets.shape[-2] // self.output_stride, targets.shape[-1] // self.output_stride)
-        logits = self.decoder(_feature_map(self.encoder(**views["inputs"]).sequence), size)
-        ab = F.interpolate(targets.float(), size=size, mode="area") if size != tuple(targets.shape[-2:]) else targets
-        bins, soft = soft_encode(ab, self.neighbours, self.sigma)
-        nearest = bins[:, 0]
+        classes, weights, class_values = views["targets"], views["target_weights"], views["class_values"]
+        if class_values.shape[0] != self.num_bins:
+            raise ValueError(f"the colorization view has {class_values.shape[0]} colour classes, this objective was "
+                             f"built for num_bins={self.num_bins}: set the objective option num_bins to match")
+        logits = self.decoder(_feature_map(self.encoder(**views["inputs"]).sequence), tuple(classes.shape[-2:]))
+        nearest = classes[:, 0]
         if self.training:  # the prior counts training data only, summed over every process
-            self.ab_counts += all_reduce_sum(torch.bincount(nearest.flatten(), minlength=NUM_BINS).float())
-        pixel_weights = rebalancing_weights(self.ab_counts, self.rebalance_mix, self.sigma)[nearest]
-        log_probabilities = F.log_softmax(logits.float(), dim=1)
-        cross_entropy = -(soft * log_probabilities.gather(1, bins)).sum(dim=1)  # [B, h, w]
-        loss = global_mean(pixel_weights * cross_entropy)
+            self.ab_counts += all_reduce_sum(torch.bincount(nearest.flatten(), minlength=self.num_bins).float())
+        pixel_weights = rebalancing_weights(self.ab_counts, class_values, self.rebalance_mix, self.sigma)[nearest]
+        # the k-sparse soft encoding as a distribution over all classes, one row per pixel
+        soft = torch.zeros_like(logits, dtype=torch.float32).scatter_(1, classes, weights.float())
+        loss = soft_cross_entropy(_pixels_as_rows(logits), _pixels_as_rows(soft), weights=pixel_weights.flatten())
         with torch.no_grad():
             logs = {"bin_accuracy": (logits.argmax(dim=1) == nearest).float().mean(),
-                    "ab_error": (annealed_mean(logits) - ab).abs().mean()}
+                    "ab_error": (annealed_mean(logits, class_values) - views["values"]).abs().mean()}
         return ObjectiveOutput(loss=loss, logs=logs)
+
+
+def _pixels_as_rows(maps: Tensor) -> Tensor:
+    """[B, Q, h, w] -> [B * h * w, Q]."""
+    return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])

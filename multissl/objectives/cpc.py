@@ -49,37 +49,37 @@ from multissl.views import ViewRequest
 __all__ = ["CPC", "CausalTransformer", "encode_segments", "encode_patch_columns"]
 
 
-def encode_segments(encoder: nn.Module, inputs: dict[str, Tensor], segment_length: int) -> tuple[Tensor, Tensor]:
+def encode_segments(encoder: nn.Module, inputs: dict[str, Tensor], valid: Tensor,
+                    segment_length: int) -> tuple[Tensor, Tensor]:
     """Cut every input of the sequence length L ([B, L, ...]) into ``n = ceil(L / segment_length)``
     consecutive segments, encode each alone, and return z [B, n, D] (each segment's
     ``Features.pooled``) with valid Bool[B, n].
 
-    Inputs are zero padded to ``n * segment_length`` (attention 0 there). Only segments holding at
-    least one attended position go through the encoder; a segment is valid when the encoder says
-    it produced a valid frame (``Features.mask``: e.g. audio shorter than one conv frame is not).
-    Invalid segments' z is 0. ``attention_mask`` [B, L] is required: it says where padding is.
+    ``valid`` Bool[B, L] (the view's) says which positions hold content; inputs are zero padded to
+    ``n * segment_length``. Only segments holding at least one valid position go through the
+    encoder; a segment is valid when the encoder says it produced a valid frame
+    (``Features.mask``: e.g. audio shorter than one conv frame is not). Invalid segments' z is 0.
     """
-    if "attention_mask" not in inputs:
-        raise ValueError(f"segment encoding needs an attention_mask among the inputs, got {sorted(inputs)}")
-    attention = inputs["attention_mask"]
-    batch, length = attention.shape
+    batch, length = valid.shape
     segments = -(-length // segment_length)
     padding = segments * segment_length - length
-    pieces = {}
-    for key, value in inputs.items():
+
+    def cut(value: Tensor, key: str) -> Tensor:
         if value.dim() < 2 or value.shape[:2] != (batch, length):
             raise ValueError(f"input {key!r} {tuple(value.shape)} is not a [B={batch}, L={length}, ...] sequence")
         if padding:
             value = torch.cat([value, value.new_zeros(batch, padding, *value.shape[2:])], dim=1)
-        pieces[key] = value.reshape(batch * segments, segment_length, *value.shape[2:])
-    attended = pieces["attention_mask"].bool().any(dim=1)
+        return value.reshape(batch * segments, segment_length, *value.shape[2:])
+
+    pieces = {key: cut(value, key) for key, value in inputs.items()}
+    attended = cut(valid, "valid").any(dim=1)
     features = encoder(**{key: value[attended] for key, value in pieces.items()})
     produced = features.mask.any(dim=1) if features.mask is not None else torch.ones_like(attended[attended])
     z = features.pooled.new_zeros(batch * segments, features.pooled.shape[-1])
     z = z.index_put((attended.nonzero().squeeze(1),), features.pooled * produced[:, None].to(features.pooled.dtype))
-    valid = attended.clone()
-    valid[attended] = produced
-    return z.view(batch, segments, -1), valid.view(batch, segments)
+    valid_segments = attended.clone()
+    valid_segments[attended] = produced
+    return z.view(batch, segments, -1), valid_segments.view(batch, segments)
 
 
 def encode_patch_columns(encoder: nn.Module, parts: list[dict[str, Tensor]], grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -164,7 +164,7 @@ class CPC(Objective):
         if "parts" in views:  # a 2-D grid of patches: its columns are the sequences
             z, valid = encode_patch_columns(self.encoder, views["parts"], views["grid"])
         else:
-            z, valid = encode_segments(self.encoder, views["inputs"], self.segment_length)
+            z, valid = encode_segments(self.encoder, views["inputs"], views["valid"], self.segment_length)
         if z.shape[1] < 2:
             raise ValueError(
                 f"CPC: the inputs make {z.shape[1]} segment(s) of {self.segment_length} positions; nothing to "

@@ -8,7 +8,8 @@
     loss = masked_reconstruction(pred, targets, mask, normalize_target=True): per-patch MSE on the
         masked patches, each target patch normalised by its own mean and variance (norm_pix_loss)
 
-Shapes: targets [B, T, p*p*C], mask Bool[B, T] (True = masked), keep_index Long[B, T_keep]. The
+Shapes: targets [B, T, p*p*C], mask Bool[B, T] (True = masked), keep_index Long[B, T_keep] (in the
+inputs, read by the patch encoder), grid (rows, columns) with rows * columns = T, all from the view; p and C from ``encoder.geometry``. The
 reference decoder also carries the encoder's CLS token as context; here ``Features.sequence``
 (patch tokens only) feeds it. Defaults are the paper's ViT-L decoder (8 blocks, width 512, 16
 heads); its ablation (table 1a) shows one block already works well for fine-tuning.
@@ -70,32 +71,28 @@ class MAE(Objective):
         norm_pix_loss: bool = True,
     ) -> None:
         super().__init__()
-        config = getattr(getattr(encoder, "model", None), "config", None)
-        if getattr(config, "model_type", None) != "vit":
+        geometry = encoder.geometry
+        if geometry is None or geometry.patch_size is None:
             raise ValueError(
-                f"MAE needs a ViT encoder (its encoder sees the visible patches only), got "
-                f"{getattr(config, 'model_type', type(encoder).__name__)!r}: set the recipe key "
-                "domains.<image domain>.encoder.architecture: vit"
+                "MAE needs a patch encoder that can run on the visible patches only (a ViT): set the recipe "
+                "key domains.<image domain>.encoder.architecture: vit"
             )
         self.encoder = encoder
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
-        self.patch_size = int(config.patch_size)
-        self.decoder = MAEDecoder(encoder.dim, self.patch_size**2 * int(config.num_channels), decoder_dim,
+        self.patch_size = geometry.patch_size
+        self.decoder = MAEDecoder(encoder.dim, geometry.patch_size**2 * geometry.channels, decoder_dim,
                                   decoder_depth, decoder_heads)
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
         return (ViewRequest("masked", {"mask_ratio": self.mask_ratio}),)
 
     def forward(self, views: dict[str, Any]) -> ObjectiveOutput:
-        inputs, mask, targets = views["inputs"], views["mask"], views["targets"]
-        if "keep_index" not in inputs:
-            raise ValueError("MAE needs the image masked view's keep_index (the visible patches) among the inputs")
-        height, width = inputs["pixel_values"].shape[-2:]
-        grid = (height // self.patch_size, width // self.patch_size)
+        inputs, mask, targets, grid = views["inputs"], views["mask"], views["targets"], views["grid"]
+        keep_index = inputs["keep_index"]  # the visible patches: the encoder sees only these
         if grid[0] * grid[1] != targets.shape[1]:
-            raise ValueError(f"targets hold {targets.shape[1]} patches, the {height}x{width} images {grid[0] * grid[1]}")
+            raise ValueError(f"targets hold {targets.shape[1]} patches, the {grid[0]}x{grid[1]} grid {grid[0] * grid[1]}")
         visible = self.encoder(**inputs).sequence
-        prediction = self.decoder(visible, inputs["keep_index"], grid)
+        prediction = self.decoder(visible, keep_index, grid)
         loss = masked_reconstruction(prediction, targets, mask, normalize_target=self.norm_pix_loss)
         return ObjectiveOutput(loss=loss, logs={"mask_ratio": mask.float().mean().detach()})

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from torch import nn
-
-from multissl.features import Encoder, Features, encode_views
+from multissl.features import Encoder, encode_views
 from multissl.losses import nt_xent
 from multissl.modules import ProjectionHead, grad_cache_or_none
 from multissl.objectives.base import Objective, ObjectiveOutput
+from multissl.teacher import HeadedEncoder
 from multissl.views import ViewRequest
 
 
@@ -44,7 +43,10 @@ class SimCLR(Objective):
         super().__init__()
         self.encoder = encoder
         self.grad_cache = grad_cache_or_none(encoder, chunk_size)
-        self.head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=head_layers)
+        # BN on every layer, the output's with a scale and no shift: both official codebases
+        # (the paper's appendix leaves the output BN out; its code has it)
+        self.head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=head_layers,
+                                   last_batch_norm=True, last_norm_scale=True)
         self.temperature = temperature
         self.policy = policy
 
@@ -58,22 +60,8 @@ class SimCLR(Objective):
         loss = nt_xent(z1, z2, temperature=self.temperature)
         return ObjectiveOutput(loss=loss, logs={"temperature": self.temperature}, embeddings=(z1, z2))
 
-    def encoder_with_head(self, up_to: int = 1) -> "HeadedEncoder":
+    def encoder_with_head(self, up_to: int = 1) -> HeadedEncoder:
         """f followed by the first ``up_to`` head layers, sharing their weights (SimCLRv2's
-        fine-tuning network: ``up_to=1`` of the 3-layer head is the paper's choice)."""
-        return HeadedEncoder(self.encoder, self.head.truncated(up_to), self.head.hidden_dim if up_to < self.head.num_layers
-                             else self.head.out_dim)
-
-
-class HeadedEncoder(Encoder):
-    """An encoder whose pooled features pass through (part of) a projection head: [B, dim]."""
-
-    def __init__(self, encoder: Encoder, head: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.encoder, self.head, self.dim = encoder, head, dim
-        self.model, self.processor, self.pooling = encoder.model, encoder.processor, encoder.pooling
-
-    def forward(self, **inputs) -> Features:
-        features = self.encoder(**inputs)
-        return Features(pooled=self.head(features.pooled), sequence=features.sequence, mask=features.mask,
-                        hidden_states=features.hidden_states)
+        fine-tuning network: ``up_to=1`` of the 3-layer head is the paper's choice). Saved with
+        :func:`multissl.teacher.save_teacher`, it loads back as the same network."""
+        return HeadedEncoder(self.encoder, self.head, up_to)
