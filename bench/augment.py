@@ -70,15 +70,17 @@ def torchvision_pipeline(recipe, mean, std):
 
     from domains.image.augment import blur_kernel_size
 
+    s = recipe.settings
+    strength = s.jitter_strength
     return T.Compose([
-        T.RandomResizedCrop(recipe.size, scale=recipe.crop_scale, ratio=recipe.crop_ratio),
-        T.RandomHorizontalFlip(recipe.flip_probability),
-        T.RandomApply([T.ColorJitter(recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue)],
-                      p=recipe.jitter_probability),
-        T.RandomGrayscale(recipe.grayscale_probability),
-        T.RandomApply([T.GaussianBlur(blur_kernel_size(recipe.size, recipe.blur_kernel_fraction),
-                                      sigma=recipe.blur_sigma)], p=recipe.blur_probability),
-        T.RandomSolarize(threshold=round(255 * recipe.solarize_threshold), p=recipe.solarize_probability),
+        T.RandomResizedCrop(recipe.size, scale=s.crop_scale, ratio=s.crop_ratio),
+        T.RandomHorizontalFlip(s.flip_probability),
+        T.RandomApply([T.ColorJitter(s.brightness * strength, s.contrast * strength, s.saturation * strength,
+                                     s.hue * strength)], p=s.jitter_probability),
+        T.RandomGrayscale(s.grayscale_probability),
+        T.RandomApply([T.GaussianBlur(blur_kernel_size(recipe.size, s.blur_kernel_fraction),
+                                      sigma=s.blur_sigma)], p=s.blur_probability),
+        T.RandomSolarize(threshold=round(255 * s.solarize_threshold), p=s.solarize_probability),
         T.ToTensor(),
         T.Normalize(mean, std),
     ])

@@ -35,6 +35,7 @@ __all__ = [
     "Domain",
     "BadSampleError",
     "RawBatch",
+    "move_to_device",
     "Views",
 ]
 
@@ -136,6 +137,13 @@ class Domain(abc.ABC):
             )
 
 
-def labels_or_none(batch: RawBatch) -> Tensor | None:
-    """The batch's labels tensor when the dataset has a label column."""
-    return batch.get("labels")
+def move_to_device(batch: Any, device: torch.device | str) -> Any:
+    """Tensors inside a collated batch (nested dicts, lists, tuples) moved to ``device``; everything
+    else kept."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(value, device) for value in batch)
+    return batch

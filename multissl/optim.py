@@ -34,7 +34,8 @@ _NORMALIZATION_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNo
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Split ``model``'s trainable parameters into a decayed and a non-decayed group.
+    """Split ``model``'s trainable parameters into a decayed and a non-decayed group (and the same
+    two again for parameters whose learning rate stays at its peak).
 
     No decay (and ``layer_adaptation=False``, read by :class:`LARS`): parameters with fewer than two
     dimensions (biases, norm scales and shifts, the 0-d log temperature), every parameter of a
@@ -42,24 +43,33 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     convention; :class:`multissl.modules.LearnableTemperature` has one). Parameters with
     ``requires_grad=False`` (frozen parts, EMA copies) are left out, so the optimiser never sees
     them. Shared parameters appear once. Empty groups are dropped. Each group has a ``name``.
+
+    Constant learning rate: the names a module lists in its ``fixed_learning_rate()`` method (as
+    ``no_weight_decay``, relative to the module) go to groups marked ``fixed_lr: True``, which
+    :func:`warmup_cosine_scheduler` keeps at the peak (SimSiam's predictor, ``--fix-pred-lr``).
     """
     excluded: set[str] = set()
+    fixed: set[str] = set()
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, _NORMALIZATION_TYPES):
             excluded.update(prefix + name for name, _ in module.named_parameters(recurse=False))
         if callable(getattr(module, "no_weight_decay", None)):
             excluded.update(prefix + name for name in module.no_weight_decay())
-    decay, no_decay = [], []
+        if callable(getattr(module, "fixed_learning_rate", None)):
+            fixed.update(prefix + name for name in module.fixed_learning_rate())
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {key: [] for key in
+                                                           ((True, False), (False, False), (True, True), (False, True))}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.dim() < 2 or name in excluded else decay).append(parameter)
-    groups = [
-        {"name": "decay", "params": decay, "weight_decay": weight_decay, "layer_adaptation": True},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0, "layer_adaptation": False},
+        decayed = not (parameter.dim() < 2 or name in excluded)
+        groups[decayed, name in fixed].append(parameter)
+    return [
+        {"name": ("decay" if decayed else "no_decay") + ("_fixed_lr" if constant else ""), "params": params,
+         "weight_decay": weight_decay if decayed else 0.0, "layer_adaptation": decayed, "fixed_lr": constant}
+        for (decayed, constant), params in groups.items() if params
     ]
-    return [group for group in groups if group["params"]]
 
 
 class LARS(Optimizer):
@@ -161,7 +171,8 @@ def warmup_cosine_scheduler(
     optimizer: Optimizer, total_steps: int, warmup_steps: int, final_lr_ratio: float = 0.0
 ) -> LambdaLR:
     """A ``LambdaLR`` stepping every group's lr along :func:`warmup_cosine` from its own ``lr``
-    (the peak) to ``final_lr_ratio * lr``. Call ``scheduler.step()`` after each optimiser step.
+    (the peak) to ``final_lr_ratio * lr``; groups marked ``fixed_lr`` stay at their peak. Call
+    ``scheduler.step()`` after each optimiser step.
 
     Resumable: its ``state_dict`` holds the step count (``last_epoch``) and nothing unpicklable
     (the multiplier is a ``functools.partial`` of a module-level function, saved as an empty dict),
@@ -172,7 +183,12 @@ def warmup_cosine_scheduler(
     multiplier = functools.partial(
         warmup_cosine, total_steps=total_steps, warmup_steps=warmup_steps, base_lr=1.0, final_lr=final_lr_ratio
     )
-    return LambdaLR(optimizer, multiplier)
+    constant = functools.partial(_constant, 1.0)
+    return LambdaLR(optimizer, [constant if group.get("fixed_lr") else multiplier for group in optimizer.param_groups])
+
+
+def _constant(value: float, step: int) -> float:
+    return value
 
 
 OPTIMIZERS = ("adamw", "sgd", "lars")

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from domains import build_domain, domain_config_class
-from multissl.domain import DataConfig, Domain
+from multissl.domain import DataConfig, Domain, move_to_device
 from multissl.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from multissl.config import Recipe, RecipeError, load_recipe, recipe_to_dict
 from multissl.features import Encoder
@@ -254,17 +254,6 @@ def read_recipe(name_or_path: str, overrides: list[str] | None = None, check_pat
     """A recipe file or shipped recipe name, with overrides, every key checked: the core's
     :func:`~multissl.config.load_recipe` given the domains' config classes (the engine knows them)."""
     return load_recipe(name_or_path, overrides, check_paths, domain_config=domain_config_class)
-
-
-def move_to_device(value: Any, device: torch.device) -> Any:
-    """Tensors of a collated batch (nested dicts and lists) moved to ``device``."""
-    if isinstance(value, Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, dict):
-        return {k: move_to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list):
-        return [move_to_device(v, device) for v in value]
-    return value
 
 
 def view_generator(device: torch.device, seed: int, step: int, rank: int, micro: int) -> torch.Generator:

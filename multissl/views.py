@@ -15,9 +15,12 @@ encoder takes as ``encoder(**inputs)``):
 ``masked``         {"inputs": Inputs, "mask": Bool[B, T], "targets": Tensor} mask True on the
                    positions to predict (patches, frames, tokens); targets per position (pixels
                    of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
-                   -100 off the mask). Option ``mask_ratio``.
-``sequence``       {"inputs": Inputs} ordered inputs for CPC (crops long enough for K steps); or,
-                   for 2-D inputs (images), {"parts": list[Inputs], "grid": (rows, columns)}:
+                   -100 off the mask). Option ``mask_ratio``. Images add "grid" (rows, columns)
+                   of the patches, and "keep_index" Long[B, T_keep] among the inputs: the visible
+                   patches a patch encoder (ViT) runs on alone (MAE).
+``sequence``       {"inputs": Inputs, "valid": Bool[B, L]} ordered inputs for CPC (crops long
+                   enough for K steps), "valid" True where position l of the inputs holds content;
+                   or, for 2-D inputs (images), {"parts": list[Inputs], "grid": (rows, columns)}:
                    one Inputs per patch of a grid, row-major.
 ``pretext``        {"parts": list[Inputs], "labels": Long[B], "num_classes": int} for rotation,
                    jigsaw and relative position (option ``task``); ``parts`` holds one Inputs
@@ -25,6 +28,14 @@ encoder takes as ``encoder(**inputs)``):
 ``corrupted``      {"inputs": Inputs, "targets": Tensor, "mask": Bool or None} for denoising,
                    inpainting and colorization (option ``task``); ``targets`` in the layout the
                    encoder's decoder must produce; mask True where the input was corrupted.
+                   Colorization (option ``output_stride``) classifies: "targets" Long[B, k, h, w]
+                   are each pixel's k nearest classes, "target_weights" [B, k, h, w] their soft
+                   weights, "class_values" [Q, P] each class's coordinates, "values" [B, P, h, w]
+                   the continuous targets.
+
+What an objective may know beyond its views is ``Features`` and the encoder's ``dim`` and
+``geometry`` (:class:`multissl.features.InputGeometry`, for decoders built at construction):
+never a pixel, a processor or a Hugging Face config field.
 
 Cross-modal objectives (CLIP) read several domains: every domain collates the same dataset rows,
 so row i of each domain's views describes one thing; the objective asks each of its domains for
@@ -38,6 +49,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from multissl.options import closest
 
 __all__ = ["ViewRequest", "VIEW_KINDS"]
 
@@ -67,3 +80,12 @@ class ViewRequest:
         if local_views:
             options["local_views"] = local_views
         return cls("augmented", options)
+
+    def checked_options(self, domain: str, known: dict[str, Any]) -> dict[str, Any]:
+        """This request's options over the domain's defaults for its kind (``known``: option ->
+        default); an unknown option is an error naming it, the close matches and the known ones."""
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            raise ValueError(f"{domain} view {self.kind!r} has no option(s) {unknown}{closest(unknown[0], known)}; "
+                             f"it takes {sorted(known)}")
+        return {**known, **self.options}

@@ -220,14 +220,13 @@ def _jitter_and_steps(transform):
 
 
 def _multissl_view(recipe, config):
+    s = recipe.settings
     return {
-        "crop": (tuple(recipe.crop_scale), tuple(round(r, 6) for r in recipe.crop_ratio), (recipe.size, recipe.size)),
-        "flip": recipe.flip_probability, "jitter_p": recipe.jitter_probability,
-        "jitter": tuple((round(max(0.0, 1 - v), 6), round(1 + v, 6)) for v in (recipe.brightness, recipe.contrast,
-                                                                              recipe.saturation))
-        + ((round(-recipe.hue, 6), round(recipe.hue, 6)),),
-        "gray": recipe.grayscale_probability, "blur": recipe.blur_probability,
-        "solarize": recipe.solarize_probability, "normalize": (tuple(config.mean), tuple(config.std)),
+        "crop": (tuple(s.crop_scale), tuple(round(r, 6) for r in s.crop_ratio), (recipe.size, recipe.size)),
+        "flip": s.flip_probability, "jitter_p": s.jitter_probability,
+        "jitter": tuple((round(low, 6), round(high, 6)) for low, high in recipe.jitter_ranges()),
+        "gray": s.grayscale_probability, "blur": s.blur_probability,
+        "solarize": s.solarize_probability, "normalize": (tuple(config.mean), tuple(config.std)),
     }
 
 
@@ -244,7 +243,7 @@ def test_lightly_gets_the_augmentation_multissl_draws_view_by_view(method, tmp_p
     assert len(theirs) == 2
     for view, (recipe_view, transform) in enumerate(zip(ours, theirs)):
         assert _jitter_and_steps(transform) == _multissl_view(recipe_view, config), f"{method} view {view}"
-    assert all(v.blur_probability == 0 for v in ours)  # the bench's CIFAR setting, for both
+    assert all(v.settings.blur_probability == 0 for v in ours)  # the bench's CIFAR setting, for both
 
 
 @pytest.mark.parametrize("method", quality_image.METHODS)

@@ -11,6 +11,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from domains.image import ImageConfig, ImageDomain
+from domains.image.config import AugmentConfig
 from domains.image.augment import (
     ViewRecipe,
     adjust_brightness,
@@ -21,7 +22,7 @@ from domains.image.augment import (
     draw_augmentation,
     gaussian_blur,
 )
-from domains.image.color import lab_to_rgb, rgb_to_lab
+from domains.image.color import ab_bin_centres, lab_to_rgb, rgb_to_lab, soft_encode
 from domains.image.geometry import crop_resize
 from domains.image.masking import patchify, unpatchify
 from domains.image.pretext import jigsaw_permutations, rotate_quarter_turns
@@ -114,7 +115,7 @@ def test_crop_resize_reads_the_exact_box_and_flips_the_chosen_rows():
 
 
 def test_crop_parameters_are_drawn_per_sample_within_their_ranges():
-    recipe = ViewRecipe(size=32, crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3))
+    recipe = ViewRecipe(32, AugmentConfig(crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3)))
     params = draw_augmentation(256, 32, 32, recipe, torch.Generator().manual_seed(0), torch.device("cpu"))
     left, top, width, height = params.boxes.unbind(1)
     assert len({tuple(box) for box in params.boxes.tolist()}) == 256  # every row its own box
@@ -152,8 +153,8 @@ def test_augmented_views_differ_and_a_seed_reproduces_them():
 def test_byol_policy_and_multicrop():
     config = ImageConfig()
     recipes = view_recipes(config, "byol", 2, 3, 12)
-    assert [(r.blur_probability, r.solarize_probability) for r in recipes[:2]] == [(1.0, 0.0), (0.1, 0.2)]
-    assert [r.size for r in recipes] == [32, 32, 12, 12, 12] and recipes[2].crop_scale == (0.05, 0.14)
+    assert [(r.settings.blur_probability, r.settings.solarize_probability) for r in recipes[:2]] == [(1.0, 0.0), (0.1, 0.2)]
+    assert [r.size for r in recipes] == [32, 32, 12, 12, 12] and recipes[2].settings.crop_scale == (0.05, 0.14)
     generator = torch.Generator().manual_seed(0)
     second = draw_augmentation(4000, 32, 32, recipes[1], generator, torch.device("cpu"))
     assert abs(second.solarize.float().mean() - 0.2) < 0.03 and abs(second.blur.float().mean() - 0.1) < 0.03
@@ -322,8 +323,12 @@ def test_colorization_gives_gray_inputs_and_ab_targets():
     config = ImageConfig()
     images = _images()
     views = _views(ImageDomain(config), "corrupted", images=images, task="colorization")
-    assert views["mask"] is None and views["targets"].shape == (8, 2, 32, 32)
-    assert torch.allclose(views["targets"], rgb_to_lab(images.float() / 255)[:, 1:], atol=1e-4)
+    assert views["mask"] is None and views["values"].shape == (8, 2, 32, 32)
+    assert torch.allclose(views["values"], rgb_to_lab(images.float() / 255)[:, 1:], atol=1e-4)
+    # the targets are the soft encoding of those ab values onto the colour classes
+    classes, weights = soft_encode(views["values"])
+    assert torch.equal(views["targets"], classes) and torch.equal(views["target_weights"], weights)
+    assert torch.equal(views["class_values"], ab_bin_centres())
     gray = _denormalize(views["inputs"]["pixel_values"], config)
     assert torch.allclose(gray[:, 0], gray[:, 1], atol=1e-5) and torch.allclose(gray[:, 1], gray[:, 2], atol=1e-5)
     assert torch.allclose(gray[:, 0] * 100, rgb_to_lab(images.float() / 255)[:, 0], atol=1e-3)

@@ -70,7 +70,8 @@ def naive_barlow(z1: torch.Tensor, z2: torch.Tensor, lambd: float, eps: float) -
     return loss
 
 
-def naive_vicreg(z1: torch.Tensor, z2: torch.Tensor, sim: float, var: float, cov: float, eps: float) -> float:
+def naive_vicreg(z1: torch.Tensor, z2: torch.Tensor, sim: float, var: float, cov: float, eps: float,
+                 variance_views: str = "mean") -> float:
     a, b = z1.tolist(), z2.tolist()
     n, d = len(a), len(a[0])
     invariance = sum((a[k][i] - b[k][i]) ** 2 for k in range(n) for i in range(d)) / (n * d)
@@ -83,6 +84,8 @@ def naive_vicreg(z1: torch.Tensor, z2: torch.Tensor, sim: float, var: float, cov
                 if i != j:
                     c = sum((z[k][i] - means[i]) * (z[k][j] - means[j]) for k in range(n)) / (n - 1)
                     covariance_term += c**2 / d
+    if variance_views == "mean":  # the reference main_vicreg.py: each view's term / 2
+        variance_term /= 2
     return sim * invariance + var * variance_term + cov * covariance_term
 
 
@@ -128,6 +131,8 @@ def test_vicreg_matches_loops_and_terms_compose():
     _close(terms.invariance, naive_vicreg(z1, z2, 1.0, 0.0, 0.0, 1e-4))
     _close(terms.variance, naive_vicreg(z1, z2, 0.0, 1.0, 0.0, 1e-4))
     _close(terms.covariance, naive_vicreg(z1, z2, 0.0, 0.0, 1.0, 1e-4))
+    # the paper's sum of the two views' variance terms, kept as an option
+    _close(vicreg(z1, z2, variance_views="sum"), naive_vicreg(z1, z2, 25.0, 25.0, 1.0, 1e-4, variance_views="sum"))
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 4.0])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from multissl.objectives import build_objective
-from multissl.objectives.masked_frames import masked_frame_contrastive
+from multissl.losses import masked_frame_contrastive
 from tests.objective_factories import audio_objective
 from tests.objective_harness import (
     assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,

@@ -56,10 +56,10 @@ def test_barlow_twins_overfits_images_and_round_trips(image_setup):
 def test_vicreg_overfits_images_and_round_trips(shared_data):
     setup = tiny_setup("image", shared_data, rows=16, options=MILD_VIEWS)
     objective = build_vicreg()
-    losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=30, lr=3e-3)
-    # starts near 36, dominated by 25 x the variance hinge (~1.4: small initial output scale); the
-    # step-to-step noise from fresh views is ~2
-    assert _mean(losses[-5:]) < 0.85 * _mean(losses[:5]), losses
+    losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=30, lr=1e-2)
+    # starts near 20, dominated by 25 x the views' mean variance hinge (~0.7 each: small initial
+    # output scale); the step-to-step noise from fresh views is ~1, so a 5-step mean moves by ~0.5
+    assert _mean(losses[-5:]) < _mean(losses[:5]) - 2.0, losses
     assert_state_round_trip(objective, build_vicreg)
 
 

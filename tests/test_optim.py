@@ -167,3 +167,43 @@ def test_build_optimizer_by_name_uses_groups():
         optimizer.step()
     with pytest.raises(ValueError, match="adamw, sgd, lars"):
         build_optimizer("adam", groups, lr=0.1)
+
+
+class _WithFixedPredictor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(3, 4)
+        self.predictor = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+
+    def fixed_learning_rate(self):
+        return {f"predictor.{name}" for name, _ in self.predictor.named_parameters()}
+
+
+def test_fixed_learning_rate_groups_stay_at_their_peak_while_the_rest_follows_the_schedule():
+    model = nn.Sequential(_WithFixedPredictor())  # the names are relative to the declaring module
+    groups = parameter_groups(model, weight_decay=0.1)
+    by_name = {g["name"]: g for g in groups}
+    assert set(by_name) == {"decay", "no_decay", "decay_fixed_lr", "no_decay_fixed_lr"}
+    assert {id(p) for p in by_name["decay_fixed_lr"]["params"]} == {id(model[0].predictor[0].weight)}
+    assert by_name["no_decay_fixed_lr"]["weight_decay"] == 0.0 and by_name["decay_fixed_lr"]["weight_decay"] == 0.1
+    optimizer = torch.optim.SGD(groups, lr=0.5)
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps=10, warmup_steps=2)
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["decay_fixed_lr"] == lrs["no_decay_fixed_lr"] == 0.5
+    assert lrs["decay"] == lrs["no_decay"] == pytest.approx(0.5 * warmup_cosine(6, 10, 2, base_lr=1.0))
+
+
+def test_simsiam_keeps_its_predictor_at_a_constant_lr_by_default():
+    from domains import EncoderConfig, build_domain
+    from multissl.objectives import build_objective
+
+    encoder = build_domain("image", {"image_size": 16}).build_encoder(EncoderConfig("convnext", "tiny"))
+    simsiam = build_objective("simsiam", [encoder], {"projection_dim": 16, "predictor_hidden_dim": 8})
+    fixed = {id(p) for g in parameter_groups(simsiam, 1e-4) if g["fixed_lr"] for p in g["params"]}
+    assert fixed == {id(p) for p in simsiam.predictor.parameters()}
+    off = build_objective("simsiam", [encoder], {"projection_dim": 16, "predictor_hidden_dim": 8,
+                                                 "fix_predictor_lr": False})
+    assert not any(g["fixed_lr"] for g in parameter_groups(off, 1e-4))

@@ -190,9 +190,7 @@ class AudioDomain(Domain):
 
     def make_views(self, batch: RawBatch, request: ViewRequest, generator: torch.Generator) -> Views:
         self.check_view_kind(request)
-        unknown = sorted(set(request.options) - _VIEW_OPTIONS[request.kind])
-        if unknown:
-            raise ValueError(f"audio view {request.kind!r} has no option(s) {unknown}; it takes {sorted(_VIEW_OPTIONS[request.kind])}")
+        request.checked_options("audio", dict.fromkeys(_VIEW_OPTIONS[request.kind]))
         waveforms, lengths = batch["waveforms"], batch["lengths"].to(batch["waveforms"].device)
         views = getattr(self, f"_{request.kind}_view")(waveforms, lengths, request.options, generator)
         for key in ("labels", "speakers") + (("frame_labels",) if request.kind in ("plain", "masked") else ()):

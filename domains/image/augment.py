@@ -18,7 +18,7 @@ sample by sample (up to BT.601 luma 0.299 where torchvision uses 0.2989).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import draws
 from .color import rgb_to_grayscale, shift_hue
+from .config import AugmentConfig
 from .geometry import crop_resize, sample_crop_boxes
 
 __all__ = [
@@ -50,23 +51,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ViewRecipe:
-    """One view's augmentation, strengths already resolved (jitter factors include the strength)."""
+    """One view's augmentation: its side and the domain's :class:`AugmentConfig` as this view uses
+    it (BYOL's second view changes the blur and solarize probabilities, multi-crop's locals the crop
+    scale). Jitter factors are ``brightness * jitter_strength`` and so on."""
 
     size: int
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_probability: float = 0.5
-    jitter_probability: float = 0.8
-    brightness: float = 0.8
-    contrast: float = 0.8
-    saturation: float = 0.8
-    hue: float = 0.2
-    grayscale_probability: float = 0.2
-    blur_probability: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_kernel_fraction: float = 0.1
-    solarize_probability: float = 0.0
-    solarize_threshold: float = 0.5
+    settings: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def jitter_ranges(self) -> list[tuple[float, float]]:
+        """(low, high) of the brightness, contrast and saturation factors and of the hue shift."""
+        s = self.settings
+        strengths = [s.brightness * s.jitter_strength, s.contrast * s.jitter_strength,
+                     s.saturation * s.jitter_strength]
+        hue = s.hue * s.jitter_strength
+        return [(max(0.0, 1 - v), 1 + v) for v in strengths] + [(-hue, hue)]
 
 
 @dataclass
@@ -93,24 +91,20 @@ class AugmentationParameters:
 def draw_augmentation(batch: int, height: int, width: int, recipe: ViewRecipe, generator: torch.Generator,
                       device: torch.device) -> AugmentationParameters:
     """Draw one view's parameters for ``batch`` rows of ``height x width`` images."""
-    boxes = sample_crop_boxes(batch, height, width, recipe.crop_scale, recipe.crop_ratio, generator, device)
-    flip = draws.bernoulli(generator, recipe.flip_probability, (batch,), device)
-    jitter = draws.bernoulli(generator, recipe.jitter_probability, (batch,), device)
-    factor_ranges = [
-        (max(0.0, 1 - recipe.brightness), 1 + recipe.brightness),
-        (max(0.0, 1 - recipe.contrast), 1 + recipe.contrast),
-        (max(0.0, 1 - recipe.saturation), 1 + recipe.saturation),
-        (-recipe.hue, recipe.hue),
-    ]
+    s = recipe.settings
+    boxes = sample_crop_boxes(batch, height, width, s.crop_scale, s.crop_ratio, generator, device)
+    flip = draws.bernoulli(generator, s.flip_probability, (batch,), device)
+    jitter = draws.bernoulli(generator, s.jitter_probability, (batch,), device)
+    factor_ranges = recipe.jitter_ranges()
     unit = draws.uniform(generator, (batch, 4), device)
     low = torch.tensor([r[0] for r in factor_ranges], device=device)
     high = torch.tensor([r[1] for r in factor_ranges], device=device)
     jitter_factors = low + unit * (high - low)
     jitter_order = draws.random_permutations(generator, batch, 4, device)
-    grayscale = draws.bernoulli(generator, recipe.grayscale_probability, (batch,), device)
-    blur = draws.bernoulli(generator, recipe.blur_probability, (batch,), device)
-    blur_sigma = draws.uniform(generator, (batch,), device, *recipe.blur_sigma)
-    solarize = draws.bernoulli(generator, recipe.solarize_probability, (batch,), device)
+    grayscale = draws.bernoulli(generator, s.grayscale_probability, (batch,), device)
+    blur = draws.bernoulli(generator, s.blur_probability, (batch,), device)
+    blur_sigma = draws.uniform(generator, (batch,), device, *s.blur_sigma)
+    solarize = draws.bernoulli(generator, s.solarize_probability, (batch,), device)
     return AugmentationParameters(boxes, flip, jitter, jitter_factors, jitter_order, grayscale, blur, blur_sigma,
                                   solarize)
 
@@ -122,10 +116,10 @@ def apply_augmentation(images: Tensor, parameters: AugmentationParameters, recip
     if views.shape[1] == 3:
         gray = rgb_to_grayscale(views).expand_as(views)
         views = torch.where(parameters.grayscale.view(-1, 1, 1, 1), gray, views)
-    kernel_size = blur_kernel_size(recipe.size, recipe.blur_kernel_fraction)
+    kernel_size = blur_kernel_size(recipe.size, recipe.settings.blur_kernel_fraction)
     views = _apply_to_rows(views, parameters.blur, lambda x, sigma: gaussian_blur(x, sigma, kernel_size),
                            parameters.blur_sigma)
-    return _apply_to_rows(views, parameters.solarize, lambda x: solarize(x, recipe.solarize_threshold))
+    return _apply_to_rows(views, parameters.solarize, lambda x: solarize(x, recipe.settings.solarize_threshold))
 
 
 def augment(images: Tensor, recipe: ViewRecipe, generator: torch.Generator) -> Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from multissl.options import build
 
@@ -181,6 +181,9 @@ class ImageConfig:
     masked_crop_scale: MAE's random resized crop scale for the ``masked`` view (0.2, 1).
     image_root:     folder that relative file paths in the image column are read from (a CSV of
                     file names beside an images folder); None: the folder of ``DataConfig.path``.
+    vit_position_embedding: "learned" (ViT's) or "sincos": fixed 2-D sine-cosine positions (MAE,
+                    MoCo v3).
+    vit_freeze_patch_embedding: keep a ViT's random patch projection frozen (MoCo v3's stabiliser).
     """
 
     image_size: int = 32
@@ -194,6 +197,8 @@ class ImageConfig:
     mask_ratio: float = 0.75
     masked_crop_scale: tuple[float, float] = (0.2, 1.0)
     image_root: str | None = None
+    vit_position_embedding: Literal["learned", "sincos"] = "learned"
+    vit_freeze_patch_embedding: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
 

@@ -45,6 +45,7 @@ from transformers import (
 
 from multissl.domain import EncoderConfig
 from multissl.features import Encoder, Features, InputGeometry
+from multissl.modules.positions import sincos_2d
 
 from .config import ImageConfig
 
@@ -238,10 +239,35 @@ def input_geometry(encoder: Encoder, image: ImageConfig) -> InputGeometry:
 
 
 def build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:
-    """:func:`load_or_build_image_encoder` with the encoder's :class:`InputGeometry` attached."""
+    """:func:`load_or_build_image_encoder` with the encoder's :class:`InputGeometry` attached and the
+    domain's ViT settings applied (:func:`fix_vit_embeddings`)."""
     encoder = load_or_build_image_encoder(config, image)
+    if isinstance(encoder, ViTEncoder):
+        fix_vit_embeddings(encoder.model, image.vit_position_embedding == "sincos", image.vit_freeze_patch_embedding)
+    elif image.vit_position_embedding != "learned" or image.vit_freeze_patch_embedding:
+        raise ValueError(f"vit_position_embedding / vit_freeze_patch_embedding apply to ViT encoders, not "
+                         f"{config.architecture!r}")
     encoder.geometry = input_geometry(encoder, image)
     return encoder
+
+
+@torch.no_grad()
+def fix_vit_embeddings(model: ViTModel, sincos_positions: bool, freeze_patch_embedding: bool) -> None:
+    """MoCo v3's stabilisers for ViT (Chen, Xie, He 2021, section 4.2 and ``vits.py``), also MAE's
+    positions (He et al. 2022, ``models_mae.py``): fixed 2-D sine-cosine position embeddings (the
+    CLS position 0; :func:`multissl.modules.sincos_2d`, rows on the first half of the channels), and
+    a frozen random patch projection, which the paper finds avoids the training instability
+    ("dips") of ViT under contrastive learning. Both are parameters with ``requires_grad=False``:
+    saved with the model and loaded back by plain ``AutoModel`` as ordinary weights."""
+    embeddings = model.embeddings
+    if sincos_positions:
+        side = math.isqrt(embeddings.position_embeddings.shape[1] - 1)  # the domain's images are square
+        dim = embeddings.position_embeddings.shape[-1]
+        codes = sincos_2d(side, side, dim).to(embeddings.position_embeddings)
+        embeddings.position_embeddings.copy_(torch.cat([codes.new_zeros(1, dim), codes])[None])
+        embeddings.position_embeddings.requires_grad_(False)
+    if freeze_patch_embedding:
+        embeddings.patch_embeddings.projection.requires_grad_(False)
 
 
 def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:

@@ -36,11 +36,7 @@ __all__ = ["plain_views", "augmented_views", "masked_views", "pretext_views", "c
 
 
 def _options(request: ViewRequest, defaults: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(request.options) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for view kind {request.kind!r} of the image domain; "
-                         f"known: {sorted(defaults)}")
-    return {**defaults, **request.options}
+    return request.checked_options("image", defaults)
 
 
 def to_unit_range(images: Tensor) -> Tensor:
@@ -72,26 +68,17 @@ def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: 
     ``local_crop_scale``.
     """
     settings = config.augment
-    strength = settings.jitter_strength
-    base = ViewRecipe(
-        size=config.image_size, crop_scale=settings.crop_scale, crop_ratio=settings.crop_ratio,
-        flip_probability=settings.flip_probability, jitter_probability=settings.jitter_probability,
-        brightness=settings.brightness * strength, contrast=settings.contrast * strength,
-        saturation=settings.saturation * strength, hue=settings.hue * strength,
-        grayscale_probability=settings.grayscale_probability, blur_probability=settings.blur_probability,
-        blur_sigma=settings.blur_sigma, blur_kernel_fraction=settings.blur_kernel_fraction,
-        solarize_probability=settings.solarize_probability, solarize_threshold=settings.solarize_threshold,
-    )
+    base = ViewRecipe(config.image_size, settings)
     if policy == "simclr":
         globals_ = [base] * num_views
     elif policy == "byol":
         if num_views != 2:
             raise ValueError(f"policy 'byol' defines exactly 2 asymmetric global views, got num_views={num_views}")
-        globals_ = [replace(base, blur_probability=blur, solarize_probability=solar) for blur, solar in
-                    zip(settings.byol_blur_probability, settings.byol_solarize_probability)]
+        globals_ = [ViewRecipe(config.image_size, replace(settings, blur_probability=blur, solarize_probability=solar))
+                    for blur, solar in zip(settings.byol_blur_probability, settings.byol_solarize_probability)]
     else:
         raise ValueError(f"unknown augmentation policy {policy!r}; known: 'simclr', 'byol', 'dropout'")
-    local = replace(base, size=local_size, crop_scale=settings.local_crop_scale)
+    local = ViewRecipe(local_size, replace(settings, crop_scale=settings.local_crop_scale))
     return globals_ + [local] * local_views
 
 

@@ -201,11 +201,7 @@ class TextDomain(Domain):
 
     def make_views(self, batch: RawBatch, request: ViewRequest, generator: torch.Generator) -> Views:
         self.check_view_kind(request)
-        unknown = sorted(set(request.options) - _VIEW_OPTIONS[request.kind])
-        if unknown:
-            raise ValueError(
-                f"text view {request.kind!r} has no option(s) {unknown}; it takes {sorted(_VIEW_OPTIONS[request.kind])}"
-            )
+        request.checked_options("text", dict.fromkeys(_VIEW_OPTIONS[request.kind]))
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if request.kind == "plain":
             views: Views = {"inputs": inputs}

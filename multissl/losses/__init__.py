@@ -7,7 +7,17 @@ inside, so callers may hand in bf16/fp16 activations from autocast.
 """
 
 # --- contrastive family (InfoNCE kernel and its users) ---
-from .contrastive import clip_loss, cpc, cpc_accuracy, info_nce, nt_xent, soft_nearest_neighbors, supcon
+from .contrastive import (
+    clip_loss,
+    cpc,
+    cpc_accuracy,
+    cross_entropy_at_positives,
+    info_nce,
+    masked_frame_contrastive,
+    nt_xent,
+    soft_nearest_neighbors,
+    supcon,
+)
 
 # --- similarity, redundancy reduction, metric learning, reconstruction ---
 from .metric import contrastive_pair, lifted_structured, n_pair, nce, triplet

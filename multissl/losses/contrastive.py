@@ -10,8 +10,8 @@ batch, and DDP's gradient averaging yields exactly the single-process gradient
 Math runs in float32 (float64 when an input is float64) with autocast switched off inside, so
 bf16/fp16 activations are accepted and the returned loss is float32.
 
-One kernel, :func:`_cross_entropy_over_global_batch`, computes ``-log softmax`` at each anchor's
-positive for InfoNCE/MoCo, NT-Xent, CLIP and CPC; SupCon (several positives per anchor) and the
+One kernel, :func:`cross_entropy_at_positives`, computes ``-log softmax`` at each anchor's
+positive for InfoNCE/MoCo, NT-Xent, CLIP, CPC, N-pair and wav2vec 2.0's masked-frame task; SupCon (several positives per anchor) and the
 soft nearest neighbour loss (a sum over same-class rows inside the log) need a log-sum-exp over a
 subset of columns and write it out directly.
 """
@@ -37,6 +37,7 @@ from multissl.distributed import (
 
 from ._checks import (
     check_float,
+    compute_dtype,
     check_labels,
     check_mask,
     check_positive,
@@ -44,7 +45,8 @@ from ._checks import (
     check_same_dim,
 )
 
-__all__ = ["info_nce", "nt_xent", "clip_loss", "supcon", "soft_nearest_neighbors", "cpc", "cpc_accuracy"]
+__all__ = ["cross_entropy_at_positives", "info_nce", "nt_xent", "clip_loss", "supcon", "soft_nearest_neighbors", "cpc",
+           "cpc_accuracy", "masked_frame_contrastive"]
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -64,10 +66,6 @@ def _float32_math(loss: _Loss) -> _Loss:
 
     return wrapper  # type: ignore[return-value]
 
-
-
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _unit(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -123,8 +121,10 @@ class _SoftmaxCrossEntropyInPlace(torch.autograd.Function):
         return grad, None, None
 
 
-def _cross_entropy_over_global_batch(logits: Tensor, positives: Tensor, excluded: Tensor | None = None) -> Tensor:
-    """The InfoNCE kernel: mean over the global batch of ``-log softmax(logits)[row, positive]``.
+def cross_entropy_at_positives(logits: Tensor, positives: Tensor, excluded: Tensor | None = None) -> Tensor:
+    """The InfoNCE kernel: mean over the global batch of ``-log softmax(logits)[row, positive]``
+    (``F.cross_entropy(logits, positives)`` with the global mean, in less memory; -inf entries are
+    candidates a row never sees).
 
     ``logits`` [n, M] hold this rank's anchors against the global candidates; ``positives`` [n]
     the column of each anchor's positive; ``excluded`` [n], optional, a column each anchor is not
@@ -176,14 +176,16 @@ def _exclude_self(logits: Tensor, self_columns: Tensor) -> None:
 
 
 @_float32_math
-def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temperature: float | Tensor = 0.1) -> Tensor:
+def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temperature: float | Tensor = 0.1,
+             normalize: bool = True) -> Tensor:
     """InfoNCE (van den Oord et al. 2018, arXiv:1807.03748), in MoCo's form (He et al. 2020, eq. 1).
 
     ``query`` [N, D]: row i is an anchor whose positive is row i of ``key`` [N, D]; every other key
     of the (global) batch is one of its negatives, and so is every row of the optional
     ``negatives`` [K, D] (a MoCo queue, already global: it is not gathered). Similarity is the
-    cosine (all inputs are L2-normalised here) divided by ``temperature``. Returns the mean over
-    the N (global) queries of ``-log softmax`` at the positive (a 0-d tensor).
+    cosine (all inputs are L2-normalised here) divided by ``temperature``; ``normalize=False``
+    scores raw dot products instead (N-pair). Returns the mean over the N (global) queries of
+    ``-log softmax`` at the positive (a 0-d tensor).
     """
     check_float("query", query, 2)
     check_float("key", key, 2)
@@ -193,16 +195,17 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
         check_float("negatives", negatives, 2)
         check_same_dim("query", query, "negatives", negatives)
     check_positive("temperature", temperature)
-    dtype = _compute_dtype(query, key, *([negatives] if negatives is not None else []))
+    dtype = compute_dtype(query, key, *([negatives] if negatives is not None else []))
     # Dividing the [N, D] queries is cheaper than dividing the [N, N + K] logits.
-    anchors = _unit(query, dtype) / temperature
-    keys, start = _gather_columns(_unit(key, dtype))
+    prepare = _unit if normalize else (lambda x, d: x.to(d))
+    anchors = prepare(query, dtype) / temperature
+    keys, start = _gather_columns(prepare(key, dtype))
     if negatives is None:
         logits = anchors @ keys.T
     else:
-        logits = _ScoresAgainstKeysAndNegatives.apply(anchors, keys, _unit(negatives, dtype))
+        logits = _ScoresAgainstKeysAndNegatives.apply(anchors, keys, prepare(negatives, dtype))
     positives = start + torch.arange(query.shape[0], device=query.device)
-    return _cross_entropy_over_global_batch(logits, positives)
+    return cross_entropy_at_positives(logits, positives)
 
 
 @_float32_math
@@ -220,12 +223,12 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5) -> Tensor
     check_same_dim("z1", z1, "z2", z2)
     check_positive("temperature", temperature)
     n = z1.shape[0]
-    anchors = _unit(torch.cat([z1, z2]), _compute_dtype(z1, z2))
+    anchors = _unit(torch.cat([z1, z2]), compute_dtype(z1, z2))
     columns, start = _gather_columns(anchors)
     own = start + torch.arange(2 * n, device=anchors.device)
     logits = (anchors / temperature) @ columns.T
     # Within this rank's block [z1; z2], the other view of row j sits n rows away.
-    return _cross_entropy_over_global_batch(logits, own.roll(n), excluded=own)
+    return cross_entropy_at_positives(logits, own.roll(n), excluded=own)
 
 
 @_float32_math
@@ -242,7 +245,7 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     check_rows("a", a, "b", b)
     check_same_dim("a", a, "b", b)
     check_positive("logit_scale", logit_scale)
-    dtype = _compute_dtype(a, b)
+    dtype = compute_dtype(a, b)
     a, b = _unit(a, dtype), _unit(b, dtype)
     if not is_distributed():
         # One process holds the whole square: the b -> a logits are its transpose, no second
@@ -252,15 +255,15 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
         logits_b_to_a = logits.T.clone()
         positives = torch.arange(a.shape[0], device=a.device)
         return (
-            _cross_entropy_over_global_batch(logits, positives)
-            + _cross_entropy_over_global_batch(logits_b_to_a, positives)
+            cross_entropy_at_positives(logits, positives)
+            + cross_entropy_at_positives(logits_b_to_a, positives)
         ) / 2
     b_columns, start = _gather_columns(b)
     a_columns, _ = _gather_columns(a)
     positives = start + torch.arange(a.shape[0], device=a.device)
     return (
-        _cross_entropy_over_global_batch((a * logit_scale) @ b_columns.T, positives)
-        + _cross_entropy_over_global_batch((b * logit_scale) @ a_columns.T, positives)
+        cross_entropy_at_positives((a * logit_scale) @ b_columns.T, positives)
+        + cross_entropy_at_positives((b * logit_scale) @ a_columns.T, positives)
     ) / 2
 
 
@@ -280,7 +283,7 @@ def supcon(features: Tensor, labels: Tensor, temperature: float | Tensor = 0.1) 
     check_labels("labels", labels, features.shape[0])
     check_positive("temperature", temperature)
     n, views, dim = features.shape
-    anchors = _unit(features, _compute_dtype(features)).reshape(n * views, dim)  # sample-major
+    anchors = _unit(features, compute_dtype(features)).reshape(n * views, dim)  # sample-major
     columns, start = _gather_columns(anchors)
     anchor_labels = labels.repeat_interleave(views)
     positive = anchor_labels[:, None] == gather_no_grad(anchor_labels)[None, :]
@@ -313,7 +316,7 @@ def soft_nearest_neighbors(embeddings: Tensor, labels: Tensor, temperature: floa
     check_labels("labels", labels, embeddings.shape[0])
     check_positive("temperature", temperature)
     n = embeddings.shape[0]
-    points = embeddings.to(_compute_dtype(embeddings))
+    points = embeddings.to(compute_dtype(embeddings))
     columns, start = _gather_columns(points)
     same_class = labels[:, None] == gather_no_grad(labels)[None, :]
     own = start + torch.arange(n, device=points.device)
@@ -360,7 +363,7 @@ def _cpc_logits(
     counted = valid[:, :, None] & valid[:, target_time] & in_range
 
     # Candidates are the valid frames only, so padded values never enter the softmax.
-    dtype = _compute_dtype(predictions, targets)
+    dtype = compute_dtype(predictions, targets)
     candidates, start = _gather_columns(targets[valid].to(dtype))
     frame_column = start + valid.flatten().cumsum(0).view(batch, steps) - 1
     positives = frame_column[:, target_time][counted]
@@ -384,7 +387,7 @@ def cpc(predictions: Tensor, targets: Tensor, mask: Tensor | None = None, temper
     predictions of the global batch (0 if there are none).
     """
     logits, positives, _ = _cpc_logits(predictions, targets, mask, temperature)
-    return _cross_entropy_over_global_batch(logits, positives)
+    return cross_entropy_at_positives(logits, positives)
 
 
 @torch.no_grad()
@@ -401,3 +404,28 @@ def cpc_accuracy(predictions: Tensor, targets: Tensor, mask: Tensor | None = Non
     counts = torch.bincount(step, minlength=offsets).double()
     totals = all_reduce_sum(torch.stack([correct, counts]))
     return (totals[0] / totals[1]).float()
+
+
+@_float32_math
+def masked_frame_contrastive(context: Tensor, targets: Tensor, mask: Tensor, temperature: float = 0.1) -> Tensor:
+    """wav2vec 2.0's contrastive task (Baevski et al. 2020, arXiv:2006.11477, eq. 3), every other
+    masked frame of the same utterance a distractor.
+
+    ``context``, ``targets`` [B, T, D]: c_t and the target q_t of each frame; ``mask`` Bool[B, T]:
+    the masked frames. For each masked (b, t):
+    ``-log( exp(cos(c_t, q_t)/k) / sum_{masked s of b} exp(cos(c_t, q_s)/k) )``, ``k`` the
+    temperature (the paper's kappa, 0.1). Returns the mean over the masked frames of the global
+    batch. Utterances are independent (no cross-utterance negatives), so nothing is gathered; the
+    paper samples 100 distractors, this takes all of them (no sampling randomness, exact under
+    DDP), at [T, T] scores per utterance.
+    """
+    if context.shape != targets.shape or mask.shape != context.shape[:2] or mask.dtype != torch.bool:
+        raise ValueError(f"context {tuple(context.shape)} and targets {tuple(targets.shape)} must match, and mask "
+                         f"{tuple(mask.shape)} {mask.dtype} be Bool[B, T]")
+    check_positive("temperature", temperature)
+    dtype = compute_dtype(context, targets)
+    context, targets = _unit(context, dtype), _unit(targets, dtype)
+    logits = (context / temperature) @ targets.transpose(1, 2)  # [B, T (anchor), T (candidate)]
+    logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+    positives = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return cross_entropy_at_positives(logits[mask], positives[mask])

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from multissl.distributed import gather_no_grad, gather_with_grad, global_mean, rank_offset
 
+from .contrastive import info_nce
 from ._checks import (
     check_float,
     check_labels,
@@ -104,10 +105,8 @@ def n_pair(anchor: Tensor, positive: Tensor, l2_reg: float = 0.0) -> Tensor:
     """
     anchor, positive = _checked_pair("anchor", anchor, "positive", positive)
     check_non_negative("l2_reg", l2_reg)
-    # Rows local, columns global: the InfoNCE layout at temperature 1 without normalisation.
-    logits = anchor @ gather_with_grad(positive).T
-    targets = rank_offset(anchor.shape[0], anchor.device) + torch.arange(anchor.shape[0], device=anchor.device)
-    loss = global_mean(F.cross_entropy(logits, targets, reduction="none"))
+    # InfoNCE at temperature 1 on raw dot products: rows local, columns (the positives) global
+    loss = info_nce(anchor, positive, temperature=1.0, normalize=False)
     if l2_reg > 0:
         loss = loss + l2_reg * global_mean(torch.cat([anchor, positive]).pow(2).sum(dim=-1))
     return loss

@@ -112,9 +112,11 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 5e-3, eps: float = 1e-5)
     return terms.invariance + lambd * terms.redundancy
 
 
-def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> VICRegTerms:
+def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4, variance_views: str = "mean") -> VICRegTerms:
     """The invariance, variance and covariance terms of :func:`vicreg`, unweighted."""
     check_positive("eps", eps)
+    if variance_views not in ("mean", "sum"):
+        raise ValueError(f"variance_views must be 'mean' (the reference code) or 'sum' (the paper), got {variance_views!r}")
     views = _stacked_views(z1, z2)
     rows = _global_rows(views, "vicreg")
     dims = views.shape[-1]
@@ -124,7 +126,7 @@ def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> VICRegTerms:
     std = (covariance.diagonal(dim1=-2, dim2=-1) + eps).sqrt()
     return VICRegTerms(
         invariance=global_mean((views[0] - views[1]).pow(2)),
-        variance=F.relu(1 - std).mean(dim=-1).sum(),
+        variance=F.relu(1 - std).mean(dim=-1).sum() / (2 if variance_views == "mean" else 1),
         covariance=(_off_diagonal_square_sum(covariance) / dims).sum(),
     )
 
@@ -136,22 +138,24 @@ def vicreg(
     var_weight: float = 25.0,
     cov_weight: float = 1.0,
     eps: float = 1e-4,
+    variance_views: str = "mean",
 ) -> Tensor:
     """VICReg (Bardes, Ponce & LeCun 2022, "VICReg: Variance-Invariance-Covariance Regularization
     for Self-Supervised Learning", section 3 and Algorithm 1).
 
     ``z1``, ``z2`` [N, D]: the expansions (projector outputs) of two views. The loss is
 
-        sim_weight * s(Z, Z') + var_weight * (v(Z) + v(Z')) + cov_weight * (c(Z) + c(Z'))
+        sim_weight * s(Z, Z') + var_weight * (v(Z) + v(Z')) / 2 + cov_weight * (c(Z) + c(Z'))
 
     * invariance ``s``: mean squared error, averaged over rows **and** dimensions. The paper's
       formula for s writes (1/N) sum_i ||z_i - z'_i||^2 (no division by D), but its Algorithm 1
       and the reference code use ``F.mse_loss`` and the weight 25 was tuned with it: we follow
       Algorithm 1.
     * variance ``v``: per view, ``mean_d relu(1 - sqrt(Var(z_d) + eps))`` with the unbiased
-      variance over the global batch (gamma = 1, eps = 1e-4 as in the paper). The two views are
-      added as in the paper's total loss and Algorithm 1 (the reference repository averages
-      them, i.e. half this term).
+      variance over the global batch (gamma = 1, eps = 1e-4 as in the paper). The two views'
+      terms are averaged, as the reference ``main_vicreg.py`` does (``/ 2`` each) and lightly
+      does: the weights 25 / 25 / 1 were tuned on that. ``variance_views="sum"`` adds them, as the
+      paper's total loss and Algorithm 1 write it (twice the variance pressure).
     * covariance ``c``: per view, the sum of squared off-diagonal entries of the unbiased covariance
       matrix over the global batch, divided by D.
 
@@ -161,5 +165,5 @@ def vicreg(
     """
     for name, value in (("sim_weight", sim_weight), ("var_weight", var_weight), ("cov_weight", cov_weight)):
         check_non_negative(name, value)
-    terms = vicreg_terms(z1, z2, eps=eps)
+    terms = vicreg_terms(z1, z2, eps=eps, variance_views=variance_views)
     return sim_weight * terms.invariance + var_weight * terms.variance + cov_weight * terms.covariance

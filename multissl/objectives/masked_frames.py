@@ -22,46 +22,21 @@ paper's continuous-target ablation, table 4, slightly weaker than quantised targ
 contrastive variant is well posed and kept as the option. Its
 distractors are all other masked frames of the utterance, where the paper samples 100 of them: no
 sampling randomness (exact under DDP), at a cost of [T, T] scores per utterance (a 16 s clip at 50
-frames/s: 800 x 800), small beside the encoder.
+frames/s: 800 x 800), small beside the encoder (:func:`multissl.losses.masked_frame_contrastive`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from multissl.distributed import global_mean
 from multissl.features import Encoder
-from multissl.losses import masked_reconstruction
+from multissl.losses import masked_frame_contrastive, masked_reconstruction
 from multissl.objectives.base import Objective, ObjectiveOutput
 from multissl.views import ViewRequest
 
-__all__ = ["MaskedFramePrediction", "masked_frame_contrastive"]
-
-
-def masked_frame_contrastive(context: Tensor, quantized: Tensor, mask: Tensor, temperature: float = 0.1) -> Tensor:
-    """wav2vec 2.0's contrastive loss (eq. 3) with every other masked frame of the same utterance as
-    a distractor.
-
-    context, quantized [B, T, D]: c_t and the target q_t; mask Bool[B, T]: the masked frames. For
-    each masked (b, t): ``-log( exp(cos(c_t, q_t)/k) / sum_{masked s of b} exp(cos(c_t, q_s)/k) )``.
-    Returns the mean over the masked frames of the global batch (``global_mean``). Rows are
-    independent (no cross-utterance negatives), so nothing is gathered. Float32 math.
-    """
-    if context.shape != quantized.shape or mask.shape != context.shape[:2] or mask.dtype != torch.bool:
-        raise ValueError(f"context {tuple(context.shape)} and quantized {tuple(quantized.shape)} must match, and mask "
-                         f"{tuple(mask.shape)} {mask.dtype} be Bool[B, T]")
-    dtype = torch.float64 if context.dtype == torch.float64 else torch.float32
-    with torch.autocast(context.device.type, enabled=False):  # bf16 logits / 0.1 would cost ~1e-2
-        context, quantized = F.normalize(context.to(dtype), dim=-1), F.normalize(quantized.to(dtype), dim=-1)
-        logits = context @ quantized.transpose(1, 2) / temperature  # [B, T(anchor), T(candidate)]
-        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
-        positive = torch.diagonal(logits, dim1=1, dim2=2)
-        terms = logits.logsumexp(dim=-1) - positive  # [B, T]
-        return global_mean(terms[mask])
+__all__ = ["MaskedFramePrediction"]
 
 
 class MaskedFramePrediction(Objective):

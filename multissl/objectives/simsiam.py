@@ -32,18 +32,25 @@ class SimSiam(Objective):
         hidden_dim: int | None = None,
         projector_layers: int = 3,
         predictor_hidden_dim: int = 512,
+        fix_predictor_lr: bool = True,
         policy: str | None = None,
     ) -> None:
         """``hidden_dim`` (the projector's) defaults to ``projection_dim``, as the paper's 2048/2048;
         ``projector_layers`` 3 on ImageNet, 2 in the paper's CIFAR-10 experiments; the predictor's
-        bottleneck is a quarter of the width there (512). ``policy``: the domain's augmentation
-        policy (None: its default)."""
+        bottleneck is a quarter of the width there (512). ``fix_predictor_lr``: the predictor's
+        learning rate stays at its peak while the rest decays (the reference's ``--fix-pred-lr``,
+        with which its results were reported; the paper, sec. 4.2: "a constant lr (without decay)
+        for h" works better). ``policy``: the domain's augmentation policy (None: its default)."""
         super().__init__()
         projector = ProjectionHead(encoder.dim, hidden_dim or projection_dim, projection_dim,
                                    num_layers=projector_layers, last_batch_norm=True)
         self.online = ProjectedEncoder(encoder, projector)
         self.predictor = Predictor(projection_dim, predictor_hidden_dim, projection_dim)
-        self.policy = policy
+        self.policy, self.fix_predictor_lr = policy, fix_predictor_lr
+
+    def fixed_learning_rate(self) -> set[str]:
+        """Parameters the schedule leaves at the peak lr (:func:`multissl.optim.parameter_groups`)."""
+        return {f"predictor.{name}" for name, _ in self.predictor.named_parameters()} if self.fix_predictor_lr else set()
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
         return (ViewRequest.augmented(self.policy),)

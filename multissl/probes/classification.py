@@ -408,7 +408,7 @@ def fine_tune(
     Test accuracy uses ``make_inputs`` too, in eval mode without gradients (pass a callable that
     makes plain views if training used augmented ones).
     """
-    from multissl.probes.extract import move_to_device
+    from multissl.domain import move_to_device
 
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     encoder.to(device)

@@ -21,24 +21,14 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from multissl.domain import move_to_device
 from multissl.features import Encoder, Features, masked_mean
 from multissl.views import ViewRequest
 
 if TYPE_CHECKING:  # typed against the contract; no concrete domain is imported
     from multissl.domain import DataConfig, Domain
 
-__all__ = ["ExtractedFeatures", "move_to_device", "extract_from_dataset", "extract_features", "embed_texts", "class_names_of"]
-
-
-def move_to_device(batch: Any, device: torch.device | str) -> Any:
-    """Tensors inside (nested) dicts, lists and tuples moved to ``device``; everything else kept."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {key: move_to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(value, device) for value in batch)
-    return batch
+__all__ = ["ExtractedFeatures", "extract_from_dataset", "extract_features", "embed_texts", "class_names_of"]
 
 
 @dataclass

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from multissl.features import Encoder
+from multissl.options import OptionError, build
 from multissl.probes.classification import class_balanced_subset, fine_tune, linear_probe
 from multissl.probes.extract import ExtractedFeatures, class_names_of, embed_texts, extract_from_dataset
 from multissl.probes.frames import combine_layers, frame_probe
@@ -103,11 +104,11 @@ class ProbeOptions:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> "ProbeOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown probe option(s) {unknown}; known: {sorted(known)}")
-        return cls(**(options or {}))
+        """Checked like a recipe section: unknown keys (with close matches) and wrong types are errors."""
+        try:
+            return build(cls, dict(options or {}))
+        except OptionError as error:
+            raise ValueError(error.reason.replace("unknown key", "unknown probe option", 1)) from None
 
     def linear_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(optimizer=self.optimizer, max_iter=self.max_iter,
