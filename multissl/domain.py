@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from multissl.features import Encoder
+from multissl.options import PositiveInt
 from multissl.views import ViewRequest
 
 __all__ = [
@@ -69,7 +70,7 @@ class DataConfig:
     split: str = "train"
     columns: dict[str, str] = field(default_factory=dict)
     streaming: bool = False
-    limit: int | None = None
+    limit: PositiveInt | None = None
     on_bad_sample: Literal["error", "skip"] = "error"
 
 

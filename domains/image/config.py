@@ -139,9 +139,9 @@ class PretextConfig:
     relative_position_tile_fraction: float = 2 / 3
     relative_position_jitter: float = 7 / 24
     tile_size: int | None = None
-    inpainting_mask: str = "central"
+    inpainting_mask: Literal["central", "block", "region"] = "central"
     inpainting_area: float = 0.25
-    denoising_noise: str = "gaussian"
+    denoising_noise: Literal["gaussian", "masking", "salt_and_pepper"] = "gaussian"
     noise_std: float = 0.1
     noise_fraction: float = 0.25
     cpc_patch_fraction: float = 0.25
@@ -187,12 +187,12 @@ class ImageConfig:
     """
 
     image_size: int = 32
-    channels: int = 3
+    channels: Literal[1, 3] = 3
     normalization: str = "imagenet"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    resize: str = "center_crop"
-    resample: str = "bicubic"
+    resize: Literal["center_crop", "stretch"] = "center_crop"
+    resample: Literal["bicubic", "bilinear", "nearest"] = "bicubic"
     patch_size: int | None = None
     mask_ratio: float = 0.75
     masked_crop_scale: tuple[float, float] = (0.2, 1.0)
