@@ -84,14 +84,16 @@ class EncoderConfig:
     name_or_path:  load weights and config from a local folder or Hub id instead of building from
                    the preset (``AutoModel.from_pretrained``); ``architecture``/``size`` then only
                    document intent.
-    pooling:       "cls" or "mean" (masked mean over the sequence), how Features.pooled is made.
+    pooling:       "cls" or "mean" (masked mean over the sequence), how Features.pooled is made;
+                   None: what a pretrained model was trained with (its sentence-transformers
+                   pooling config), else "mean".
     overrides:     fields set on the Hugging Face config after the preset (``hidden_size``, ...).
     """
 
     architecture: str
     size: str = "tiny"
     name_or_path: str | None = None
-    pooling: str = "mean"
+    pooling: Literal["cls", "mean"] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,11 +111,25 @@ class Domain(abc.ABC):
     roles: ClassVar[tuple[str, ...]]
     #: view kinds this domain implements (``make_views`` raises for the others, naming them)
     view_kinds: ClassVar[tuple[str, ...]]
+    #: config fields that decide what an encoder sees (size, channels, normalisation, sample rate,
+    #: front end, sequence length): saved beside a trained encoder and used again when it is probed
+    preprocessing_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(self.config).__name__}")
+
+    def preprocessing(self) -> dict[str, Any]:
+        """This domain's values of :attr:`preprocessing_fields` (JSON-able)."""
+        values = {name: getattr(self.config, name) for name in self.preprocessing_fields}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+    @classmethod
+    def preprocessing_of_pretrained(cls, folder: str) -> dict[str, Any]:
+        """Preprocessing options read from a plain ``transformers`` folder (its processor files),
+        for encoders saved without multissl's record of them; {} when the folder says nothing."""
+        return {}
 
     @abc.abstractmethod
     def load(self, data: DataConfig):

@@ -282,9 +282,12 @@ def render_model_card(info: ModelCardInfo, encoder: "Encoder") -> str:
 # saving
 
 
-def save_encoder(encoder: "Encoder", folder: str | Path, card: ModelCardInfo | None = None) -> Path:
+def save_encoder(encoder: "Encoder", folder: str | Path, card: ModelCardInfo | None = None,
+                 preprocessing: dict[str, Any] | None = None) -> Path:
     """Write ``folder``: ``save_pretrained`` model (safetensors) + processor, README.md,
-    ``probe_results.json`` (when there are results) and ``multissl.json``. Returns the folder."""
+    ``probe_results.json`` (when there are results) and ``multissl.json``, which records the
+    domain's ``preprocessing`` options the encoder was trained with (``Domain.preprocessing``), so
+    ``multissl probe`` feeds it what it saw in training. Returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     card = card or ModelCardInfo()
@@ -297,6 +300,7 @@ def save_encoder(encoder: "Encoder", folder: str | Path, card: ModelCardInfo | N
         "model_type": model_type,
         "pooling": encoder.pooling,
         "dim": encoder.dim,
+        "preprocessing": dict(preprocessing or {}),
         "card": card.to_dict(),
     }
     if getattr(encoder, "joint_projection", None) is not None:

@@ -481,7 +481,7 @@ def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: 
                 recipe=recipe_text, datasets=[(recipe.domains[name].data or recipe.data).path], steps=steps,
                 hardware=_hardware(accelerator), repo_id=recipe.hub.repo_id, results=results,
             )
-            save_encoder(encoder, folders[name], card)
+            save_encoder(encoder, folders[name], card, preprocessing=domains[name].preprocessing())
             if recipe.hub.push and recipe.hub.repo_id:
                 repo = recipe.hub.repo_id if len(model.encoders) == 1 else f"{recipe.hub.repo_id}-{name}"
                 url = push_to_hub(folders[name], repo, private=recipe.hub.private, revision=recipe.hub.revision)

@@ -90,6 +90,8 @@ class AudioDomain(Domain):
     config_class = AudioConfig
     roles = ROLES
     view_kinds = ("plain", "augmented", "masked", "sequence")
+    preprocessing_fields = ("sample_rate", "max_seconds", "normalize", "front_end", "n_fft", "hop_length", "n_mels",
+                            "n_mfcc")
 
     def __init__(self, config: AudioConfig | None = None) -> None:
         super().__init__(config)

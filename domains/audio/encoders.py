@@ -238,4 +238,4 @@ def build_audio_encoder(
         )
     # Spectrogram encoders get no processor: no stock extractor computes this front end exactly
     # (torchaudio log-mel, Kaldi framing); saving a near miss would silently shift the inputs.
-    return AudioEncoder(model, _geometry_of(model, front_end_geometry), pooling=config.pooling, processor=processor)
+    return AudioEncoder(model, _geometry_of(model, front_end_geometry), pooling=config.pooling or "mean", processor=processor)

@@ -12,7 +12,7 @@ from multissl.views import ViewRequest
 
 from . import views
 from .config import ImageConfig
-from .encoders import build_image_encoder
+from .encoders import build_image_encoder, preprocessing_of_processor
 from .loading import ROLES, collate_images, image_root_of, load_image_dataset
 
 __all__ = ["ImageDomain"]
@@ -32,6 +32,8 @@ class ImageDomain(Domain):
     config_class: ClassVar[type] = ImageConfig
     roles: ClassVar[tuple[str, ...]] = ROLES
     view_kinds: ClassVar[tuple[str, ...]] = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted")
+    preprocessing_fields: ClassVar[tuple[str, ...]] = ("image_size", "channels", "mean", "std", "resize", "resample",
+                                                       "patch_size")
 
     def __init__(self, config: ImageConfig | None = None) -> None:
         super().__init__(config)
@@ -71,3 +73,7 @@ class ImageDomain(Domain):
 
     def build_encoder(self, config: EncoderConfig) -> Encoder:
         return build_image_encoder(config, self.config)
+
+    @classmethod
+    def preprocessing_of_pretrained(cls, folder: str) -> dict[str, Any]:
+        return preprocessing_of_processor(folder)

@@ -187,6 +187,38 @@ def image_processor(image: ImageConfig) -> ViTImageProcessor:
     )
 
 
+def preprocessing_of_processor(folder: str) -> dict[str, Any]:
+    """The image domain's preprocessing options that a saved image processor describes (its
+    ``preprocessor_config.json``, read as JSON) and, for a ViT, the patch size (``config.json``):
+    side, centre crop or stretch, resampling, channels, mean and std. {} when there is no such file."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    processor = json.loads(path.read_text())
+    options: dict[str, Any] = {}
+    crop, size = processor.get("crop_size") or {}, processor.get("size") or {}
+    if processor.get("do_center_crop") and "height" in crop:
+        options.update(image_size=int(crop["height"]), resize="center_crop")
+    elif "height" in size:
+        options.update(image_size=int(size["height"]), resize="stretch")
+    names = {value: name for name, value in _RESAMPLE.items()}
+    if processor.get("resample") in names:
+        options["resample"] = names[processor["resample"]]
+    if processor.get("image_mean") is not None:
+        options.update(mean=list(processor["image_mean"]), std=list(processor["image_std"]),
+                       channels=len(processor["image_mean"]))
+    model = Path(folder) / "config.json"
+    if model.is_file():
+        config = json.loads(model.read_text())
+        if config.get("model_type") == "vit" and "patch_size" in config:
+            options["patch_size"] = int(config["patch_size"])
+        options.setdefault("channels", config.get("num_channels", 3))
+    return options
+
+
 def _preset_config(config: EncoderConfig, image: ImageConfig) -> PreTrainedModel:
     presets = _PRESETS.get(config.architecture)
     if presets is None:
@@ -284,7 +316,7 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
             model = ConvNextModel(hf_config)
         else:
             model = ResNetModel(hf_config)
-        return _wrap(model, config.pooling, image_processor(image))
+        return _wrap(model, config.pooling or "mean", image_processor(image))
 
     hf_config = AutoConfig.from_pretrained(config.name_or_path, trust_remote_code=False)
     if hf_config.model_type not in _PRESETS:
@@ -294,7 +326,8 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
         )
     if hf_config.num_channels != image.channels:
         raise ValueError(
-            f"{config.name_or_path} takes {hf_config.num_channels} channels, the domain makes {image.channels}"
+            f"{config.name_or_path} takes {hf_config.num_channels} channels, the domain makes {image.channels}: "
+            f"set the image domain's channels={hf_config.num_channels} (multissl probe reads it from the folder)"
         )
     if hf_config.model_type == "vit":
         if hf_config.patch_size != image.patch_size:
@@ -309,4 +342,4 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
         processor = AutoImageProcessor.from_pretrained(config.name_or_path, trust_remote_code=False)
     except OSError:  # a checkpoint saved without its processor: use the domain's preprocessing
         processor = image_processor(image)
-    return _wrap(model, config.pooling, processor)
+    return _wrap(model, config.pooling or "mean", processor)

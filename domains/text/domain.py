@@ -65,6 +65,8 @@ class TextDomain(Domain):
     config_class = TextConfig
     roles = TEXT_ROLES
     view_kinds = ("plain", "augmented", "masked", "sequence")
+    # the tokenizer itself is saved in the encoder folder and read back from it
+    preprocessing_fields = ("max_length",)
 
     def __init__(self, config: TextConfig | None = None) -> None:
         super().__init__(config)

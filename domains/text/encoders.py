@@ -4,13 +4,20 @@ The wrapped model is what ``save_pretrained`` writes and the Hub receives, next 
 (``encoder.processor``): ``AutoModel`` + ``AutoTokenizer`` load the folder without multissl, and
 sentence embeddings are its masked mean (or [CLS]) over ``last_hidden_state``.
 
-The pooler head of BERT/RoBERTa is left out (``add_pooling_layer=False``): no objective trains
-it, and parameters that get no gradient stop DDP. A folder saved here therefore reloads in
-``AutoModel`` with a freshly initialised pooler (a warning), which ``last_hidden_state`` ignores.
+A folder saved here is also a sentence-transformers model (``modules.json``, ``1_Pooling/``,
+``sentence_bert_config.json``, ``config_sentence_transformers.json``) whose pooling is the one
+trained: ``SentenceTransformer(folder).encode(texts)`` returns ``Features.pooled``.
+
+The pooler head of BERT/RoBERTa (a dense layer on [CLS]) is kept but frozen: no objective trains
+it (a parameter without a gradient would stop DDP), and keeping it lets plain ``AutoModel`` load a
+saved folder with no missing weights. ``pooling=None`` takes the pretrained model's own pooling
+from its sentence-transformers config (all-MiniLM-L6-v2: mean), else "mean": [CLS] pooling on a
+mean-pooled model costs points before any training.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,8 @@ from domains.text.pretrained import resolve_pretrained
 from domains.text.tokenizer import save_tokenizer
 from multissl.features import Encoder, Features, masked_mean
 
-__all__ = ["TEXT_PRESETS", "TextEncoder", "build_text_encoder", "ARCHITECTURES"]
+__all__ = ["TEXT_PRESETS", "TextEncoder", "build_text_encoder", "ARCHITECTURES", "pretrained_pooling",
+           "write_sentence_transformers_files"]
 
 #: size -> (layers, hidden, heads, feed-forward); mini/small/base are Turc et al. 2019's BERT
 #: miniatures and BERT-base; tiny is smaller still, for tests
@@ -34,7 +42,6 @@ TEXT_PRESETS: dict[str, dict[str, int]] = {
     "base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
 }
 ARCHITECTURES = {"bert": (BertConfig, BertModel), "roberta": (RobertaConfig, RobertaModel)}
-_POOLER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 
 
 class TextEncoder(Encoder):
@@ -47,14 +54,19 @@ class TextEncoder(Encoder):
     layer) when ``output_hidden_states``.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, pooling: str = "mean") -> None:
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, pooling: str = "mean",
+                 max_length: int = 512) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling {pooling!r}; choose 'mean' or 'cls'")
         self.model = model
         self.processor = tokenizer
         self.pooling = pooling
+        self.max_length = max_length
         self.dim = model.config.hidden_size
+        pooler = getattr(model, "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)
 
     def forward(
         self,
@@ -79,10 +91,49 @@ class TextEncoder(Encoder):
         return Features(pooled=pooled, sequence=sequence, mask=mask, hidden_states=hidden_states)
 
     def save_pretrained(self, folder: str | Path, **kwargs: Any) -> None:
-        """The stock model (safetensors) and its tokenizer, loadable with transformers 4 and 5."""
+        """The stock model (safetensors) and its tokenizer, loadable with transformers 4 and 5, and
+        the sentence-transformers files that make the folder a ``SentenceTransformer`` embedding
+        as ``Features.pooled`` does."""
         self.model.save_pretrained(folder, safe_serialization=True, **kwargs)
         if self.processor is not None:
             save_tokenizer(self.processor, folder)
+        write_sentence_transformers_files(Path(folder), self.dim, self.pooling, self.max_length)
+
+
+def write_sentence_transformers_files(folder: Path, dim: int, pooling: str, max_length: int) -> None:
+    """sentence-transformers' folder layout (``modules.json``: a Transformer, then a Pooling with the
+    trained mode), written as plain JSON: no sentence-transformers needed to save."""
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    pooling_config = {"word_embedding_dimension": dim, "pooling_mode_cls_token": pooling == "cls",
+                      "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+                      "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_weightedmean_tokens": False,
+                      "pooling_mode_lasttoken": False, "include_prompt": True}
+    files = {"modules.json": modules, "1_Pooling/config.json": pooling_config,
+             "sentence_bert_config.json": {"max_seq_length": max_length, "do_lower_case": False},
+             "config_sentence_transformers.json": {"prompts": {}, "default_prompt_name": None,
+                                                   "similarity_fn_name": "cosine"}}
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(content, indent=2) + "\n")
+
+
+def pretrained_pooling(source: str | Path) -> str | None:
+    """The pooling a sentence-transformers folder says it was trained with ("cls" or "mean"), or
+    None when the folder has no pooling config (or one this encoder cannot reproduce)."""
+    modules = Path(source) / "modules.json"
+    if not modules.is_file():
+        return None
+    for module in json.loads(modules.read_text()):
+        if module.get("type", "").endswith("Pooling"):
+            config_path = Path(source) / module.get("path", "") / "config.json"
+            if config_path.is_file():
+                config = json.loads(config_path.read_text())
+                if config.get("pooling_mode_cls_token"):
+                    return "cls"
+                if config.get("pooling_mode_mean_tokens"):
+                    return "mean"
+    return None
 
 
 def _set_overrides(config, overrides: dict[str, Any]) -> None:
@@ -101,14 +152,14 @@ def build_text_encoder(config: EncoderConfig, tokenizer: PreTrainedTokenizerBase
         source = resolve_pretrained(config.name_or_path)
         model_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         _set_overrides(model_config, config.overrides)
-        extra = {"add_pooling_layer": False} if model_config.model_type in _POOLER_MODEL_TYPES else {}
-        model = AutoModel.from_pretrained(source, config=model_config, trust_remote_code=False, **extra)
+        model = AutoModel.from_pretrained(source, config=model_config, trust_remote_code=False)
         if tokenizer is not None and len(tokenizer) > model.config.vocab_size:
             raise ValueError(
                 f"tokenizer has {len(tokenizer)} tokens but {config.name_or_path!r} embeds only "
                 f"{model.config.vocab_size}: use the model's own tokenizer (TextConfig.tokenizer)"
             )
-        return TextEncoder(model, tokenizer, config.pooling)
+        pooling = config.pooling or (pretrained_pooling(source) if Path(source).is_dir() else None) or "mean"
+        return TextEncoder(model, tokenizer, pooling, max_length)
 
     if config.architecture not in ARCHITECTURES:
         raise ValueError(f"text architecture {config.architecture!r} unknown; known: {list(ARCHITECTURES)}")
@@ -130,5 +181,5 @@ def build_text_encoder(config: EncoderConfig, tokenizer: PreTrainedTokenizerBase
         **TEXT_PRESETS[config.size],
     )
     _set_overrides(model_config, config.overrides)
-    model = model_class(model_config, add_pooling_layer=False)
-    return TextEncoder(model, tokenizer, config.pooling)
+    model = model_class(model_config)
+    return TextEncoder(model, tokenizer, config.pooling or "mean", max_length)

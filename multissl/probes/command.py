@@ -5,10 +5,14 @@
     multissl probe --domain text --encoder user/encoder --probe sts --test-data sts-dev.csv
     multissl push runs/simclr/encoder user/simclr-cifar10 --private
 
-``probe`` builds the domain with ``domains.build_domain`` and the encoder with
+``probe`` builds the domain the encoder folder records (``multissl.json``), with the preprocessing
+it was trained with (image size, channels, normalisation, sample rate, front end, sequence length;
+for a plain ``transformers`` folder, what its processor files say), so it measures the pipeline
+that was trained: its embeddings equal ``AutoModel`` + the saved processor's. ``--domain-option``
+overrides a setting, with a warning. The encoder comes from
 ``domain.build_encoder(EncoderConfig(architecture=..., name_or_path=...))`` (architecture from the
-folder's config.json ``model_type`` when not given, pooling from its ``multissl.json``), runs
-:func:`multissl.probes.suite.run_probes`, prints a table and writes JSON.
+folder's config.json ``model_type`` when not given, pooling from its ``multissl.json``); then
+:func:`multissl.probes.suite.run_probes` runs, a table is printed and JSON written.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """Arguments of ``multissl probe`` (see the module docstring)."""
     from multissl.probes.suite import PROBES
 
-    parser.add_argument("--domain", required=True, help="domain name: image, audio, text")
+    parser.add_argument("--domain", help="domain name: image, audio, text (default: the one the encoder folder records)")
     parser.add_argument("--encoder", required=True, help="encoder folder (save_encoder / save_pretrained) or Hub id")
     parser.add_argument("--architecture", help="domain's architecture name; default: config.json model_type")
     parser.add_argument("--pooling", choices=("cls", "mean"), help="default: the folder's multissl.json, else mean")
@@ -68,7 +72,9 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--limit", type=int, help="use only the first N train rows")
     parser.add_argument("--test-limit", type=int, help="use only the first N test rows")
     parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error")
-    parser.add_argument("--domain-option", action="append", metavar="KEY=VALUE", help="domain config field (repeatable)")
+    parser.add_argument("--domain-option", action="append", metavar="KEY=VALUE",
+                        help="domain config field (repeatable); preprocessing comes from the encoder folder "
+                             "(what it was trained with), and a flag that differs overrides it with a warning")
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="probe option, see ProbeOptions (repeatable)")
     parser.add_argument("--layers", help="None (pooled), weighted, mean, or a layer index")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -98,6 +104,35 @@ def _encoder_config(name_or_path: str, architecture: str | None, pooling: str | 
         architecture = AutoConfig.from_pretrained(name_or_path).model_type  # local config.json or the Hub's
     return EncoderConfig(architecture=architecture, name_or_path=name_or_path,
                          pooling=pooling or metadata.get("pooling", "mean"))
+
+
+def _saved_domain(encoder: str) -> str:
+    from multissl.hub import read_encoder_metadata
+
+    local = Path(encoder).expanduser()
+    domain = read_encoder_metadata(local).get("domain") if local.is_dir() else None
+    if not domain:
+        raise ValueError(f"--domain is needed: {encoder} records no domain (no multissl.json)")
+    return domain
+
+
+def trained_preprocessing(encoder: str, domain: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The domain options an encoder folder was trained with (``multissl.json``'s preprocessing, or
+    what a plain ``transformers`` folder's processor files say), with ``given`` on top. A given
+    value that differs from the trained one wins, and a warning says so: the probe then measures
+    another pipeline than the one trained."""
+    from domains import domain_class
+    from multissl.hub import read_encoder_metadata
+
+    local = Path(encoder).expanduser()
+    saved: dict[str, Any] = {}
+    if local.is_dir():
+        saved = read_encoder_metadata(local).get("preprocessing") or domain_class(domain).preprocessing_of_pretrained(str(local))
+    for key, value in given.items():
+        if key in saved and saved[key] != value:
+            print(f"multissl probe: warning: --domain-option {key}={value!r} overrides the {key}={saved[key]!r} "
+                  f"{encoder} was trained with", file=sys.stderr)
+    return {**saved, **given}
 
 
 def run_probe_command(args: argparse.Namespace) -> int:
@@ -140,13 +175,16 @@ def _run_probe(args: argparse.Namespace) -> int:
                                limit=args.test_limit, on_bad_sample=args.on_bad_sample)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    domain = build_domain(args.domain, parse_key_values(args.domain_option, "--domain-option"))
+    domain_name = args.domain or _saved_domain(args.encoder)
+    domain_options = trained_preprocessing(args.encoder, domain_name, parse_key_values(args.domain_option, "--domain-option"))
+    domain = build_domain(domain_name, domain_options, key="--domain-option")
     encoder = domain.build_encoder(_encoder_config(args.encoder, args.architecture, args.pooling)).to(device)
     text_encoder = text_domain = None
     if args.text_encoder:
         from multissl.hub import load_joint_projection
 
-        text_domain = build_domain(args.text_domain or "text")
+        text_domain_name = args.text_domain or "text"
+        text_domain = build_domain(text_domain_name, trained_preprocessing(args.text_encoder, text_domain_name, {}))
         text_encoder = text_domain.build_encoder(_encoder_config(args.text_encoder, None, None)).to(device)
         # a CLIP run's encoders compare in the joint space it trained, saved beside each of them
         encoder.joint_projection = load_joint_projection(args.encoder)
