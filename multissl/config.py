@@ -344,7 +344,11 @@ def _override_path(key: str) -> list[str]:
 def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
     """Set ``a.b.c=value`` entries (value parsed as YAML) in the raw recipe mapping, in place.
 
-    Setting ``train.max_steps`` removes the file's ``train.epochs`` (a quick run needs one override)."""
+    Setting ``train.max_steps`` removes the file's ``train.epochs`` (a quick run needs one override).
+    Pointing a ``data.path`` at local files drops the file's Hub-only settings of that section
+    (``subset``, ``format``, a split other than ``train``) unless they are overridden too: your
+    folder works with the one override."""
+    overridden = {_override_path(item.split("=", 1)[0]).__str__() for item in overrides if "=" in item}
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"override {item!r} must look like key=value", item, source)
@@ -368,7 +372,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
             node[last] = value
         if parts == ["train", "max_steps"] and value is not None and isinstance(data.get("train"), dict):
             data["train"].pop("epochs", None)
+        if parts[-1] == "path" and parts[-2] in ("data", "train_data", "test_data") and isinstance(value, str) \
+                and _looks_local(value) and isinstance(node, dict):
+            _drop_hub_settings(node, parts[:-1], overridden)
     return data
+
+
+def _drop_hub_settings(section: dict[str, Any], where: list[str], overridden: set[str]) -> None:
+    """A data section now reading local files: its Hub configuration name, builder and Hub split
+    no longer apply (``datasets`` names a local folder's split "train")."""
+    def given(key: str) -> bool:
+        return str(where + [key]) in overridden
+
+    for key in ("subset", "format"):
+        if not given(key):
+            section.pop(key, None)
+    split = section.get("split")
+    if not given("split") and isinstance(split, str) and split.split("[")[0].strip() != "train":
+        section["split"] = "train"
 
 
 def _index(part: str, node: list, key: str, source: str) -> int:

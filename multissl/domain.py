@@ -37,6 +37,7 @@ __all__ = [
     "BadSampleError",
     "RawBatch",
     "move_to_device",
+    "resolve_role_columns",
     "Views",
 ]
 
@@ -152,6 +153,47 @@ class Domain(abc.ABC):
             raise ValueError(
                 f"domain {self.name!r} has no view kind {request.kind!r}; it offers {list(self.view_kinds)}"
             )
+
+
+def resolve_role_columns(requested: dict[str, str], available: list[str] | None, content_role: str,
+                         guesses: dict[str, tuple[str, ...]], source: str) -> dict[str, str]:
+    """Role -> column for one dataset: what the recipe maps (``requested``), checked against the
+    ``available`` columns (None: a stream that does not say; trusted as given).
+
+    The content role (image, audio, text) must be found: a mapped column that is missing falls back
+    to the role's usual names (``guesses``, the role's own name first), saying so, so a recipe
+    written for one dataset reads a user's folder with the one ``data.path`` override. Other roles
+    (labels, speakers, pairs) are optional for self-supervised training: a mapped column that is
+    missing is dropped with a warning naming it (online probes and SupCon, which need labels, then
+    say so themselves). Unmapped roles whose name is a column are taken as they are."""
+    import logging
+
+    log = logging.getLogger("multissl")
+    if available is None:
+        return dict(requested)
+    columns: dict[str, str] = {}
+    for role, column in requested.items():
+        if column in available:
+            columns[role] = column
+        elif role == content_role:
+            found = next((name for name in (role, *guesses.get(role, ())) if name in available), None)
+            if found is None:
+                raise ValueError(f"{source}: no {role} column: {column!r} is not among the columns {available}; "
+                                 f"map one with data.columns.{role}=NAME")
+            log.warning("%s: %s column %r not found; reading column %r", source, role, column, found)
+            columns[role] = found
+        else:
+            log.warning("%s: no column %r for the %s role (columns: %s): training without it", source, column,
+                        role, available)
+    for role, names in guesses.items():
+        if role not in requested:
+            found = next((name for name in (role, *names) if name in available), None)
+            if found is not None and found not in columns.values():
+                columns[role] = found
+    if content_role not in columns:
+        raise ValueError(f"{source}: no {content_role} column among {available}; map one with "
+                         f"data.columns.{content_role}=NAME")
+    return columns
 
 
 def move_to_device(batch: Any, device: torch.device | str) -> Any:

@@ -71,9 +71,14 @@ class ModelCardInfo:
     domain: str | None = None
     objective: str | None = None
     architecture: str | None = None
+    encoder_size: str | None = None
+    parameters: int | None = None
     recipe: str | None = None
     datasets: list[str] = field(default_factory=list)
+    data_split: str | None = None
+    data_rows: int | None = None
     steps: int | None = None
+    batch_size: int | None = None
     hardware: str | None = None
     license: str | None = "apache-2.0"
     tags: list[str] = field(default_factory=list)
@@ -243,15 +248,34 @@ def _card_metadata(info: ModelCardInfo, model_name: str):
     )
 
 
+def _data_fact(info: ModelCardInfo) -> str | None:
+    if not info.datasets:
+        return None
+    extra = [f"split {info.data_split}" if info.data_split else "", f"{info.data_rows:,} rows" if info.data_rows else ""]
+    extra = [e for e in extra if e]
+    return ", ".join(info.datasets) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _run_description(info: ModelCardInfo) -> str:
+    """One sentence on the run that made this encoder, from what the run recorded (never the
+    recipe's prose, which describes the data and size the recipe was written for)."""
+    what = " ".join(p for p in (info.architecture, "encoder") if p)
+    size = f" ({info.encoder_size}" + (f", {info.parameters / 1e6:.2f}M parameters)" if info.parameters else ")") \
+        if info.encoder_size else ""
+    how = f", trained self-supervised with {info.objective}" if info.objective else ", trained self-supervised"
+    on = f" on {_data_fact(info)}" if info.datasets else (f" on {info.domain} data" if info.domain else "")
+    steps = f" for {info.steps} steps" + (f" of {info.batch_size} examples" if info.batch_size else "") \
+        if info.steps is not None else ""
+    where = f" on {info.hardware}" if info.hardware else ""
+    return f"A {what}{size}{how}{on}{steps}{where}, with multissl."
+
+
 def render_model_card(info: ModelCardInfo, encoder: "Encoder") -> str:
     """The README.md text: YAML metadata (model-index from ``info.results``) + markdown body."""
     from huggingface_hub import ModelCard
 
     model_name = info.model_name or (info.repo_id.split("/")[-1] if info.repo_id else "multissl-encoder")
-    what = " ".join(p for p in (info.architecture, "encoder") if p)
-    how = f", trained self-supervised with {info.objective}" if info.objective else ", trained self-supervised"
-    on = f" on {info.domain} data" if info.domain else ""
-    lines = [f"# {model_name}", "", info.description or f"A {what}{how}{on} with multissl.", ""]
+    lines = [f"# {model_name}", "", info.description or _run_description(info), ""]
     lines += ["## How to load", "", "Plain `transformers`, no multissl needed:", "", "```python",
               loading_snippet(encoder, info.repo_id or "<path or repo id>"), "```", ""]
     if getattr(encoder, "joint_projection", None) is not None:
@@ -263,9 +287,13 @@ def render_model_card(info: ModelCardInfo, encoder: "Encoder") -> str:
                   f'projection = load_file("{JOINT_PROJECTION_FILE}")["weight"]  # hf_hub_download it from a Hub repo',
                   "joint = torch.nn.functional.normalize(embed(...) @ projection.T, dim=-1)", "```", ""]
     facts = [("Objective", info.objective), ("Domain", info.domain), ("Architecture", info.architecture),
+             ("Size", info.encoder_size),
+             ("Parameters", f"{info.parameters:,}" if info.parameters is not None else None),
              ("Embedding", f"{encoder.dim}-d, {encoder.pooling} pooling"),
-             ("Training data", ", ".join(info.datasets) if info.datasets else None),
-             ("Steps", str(info.steps) if info.steps is not None else None), ("Hardware", info.hardware)]
+             ("Training data", _data_fact(info)),
+             ("Steps", str(info.steps) if info.steps is not None else None),
+             ("Global batch", str(info.batch_size) if info.batch_size is not None else None),
+             ("Hardware", info.hardware)]
     lines += ["## Training", ""] + [f"- **{k}**: {v}" for k, v in facts if v] + [""]
     if info.recipe:
         lines += ["### Recipe", "", "```yaml", info.recipe.rstrip(), "```", ""]

@@ -385,7 +385,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
 
     if progress is not None:
         progress.close()
-    encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step)
+    encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step, _rows(dataset))
     accelerator.end_training()
     return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
 
@@ -452,8 +452,15 @@ def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler
     log.write({"step": state.step, **scalars})
 
 
+def _rows(dataset: Any) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # a stream
+        return None
+
+
 def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: dict[str, Domain],
-            run_dir: Path, steps: int) -> dict[str, Path]:
+            run_dir: Path, steps: int, rows: int | None = None) -> dict[str, Path]:
     """Probe each encoder as the recipe asks, save it in Hugging Face format with its model card
     (recipe, data, steps, hardware, results), and push it when the recipe says so. Main process."""
     from multissl.hub import ModelCardInfo, push_to_hub, save_encoder
@@ -463,7 +470,10 @@ def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: 
     _attach_joint_projections(accelerator, model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        recipe_text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+        # the run's resolved recipe, without the recipe's prose (it describes the data and encoder
+        # the recipe was written for, not necessarily this run's: the card describes the run)
+        recipe_text = yaml.safe_dump({k: v for k, v in recipe_to_dict(recipe).items() if k != "description"},
+                                     sort_keys=False)
         for name, encoder in model.encoders.items():
             results = []
             encoder.eval()
@@ -474,12 +484,15 @@ def _finish(accelerator: Accelerator, recipe: Recipe, model: SSLModel, domains: 
                 save_results(run_dir / f"probe_results_{name}.json", results)
                 accelerator.print(results_table(results))
             objectives = [o.name for o in recipe.objectives if name in o.domains]
+            spec, data = recipe.domains[name], recipe.domains[name].data or recipe.data
+            global_batch = recipe.train.batch_size * accelerator.num_processes * recipe.train.gradient_accumulation
             card = ModelCardInfo(
                 model_name=recipe.hub.repo_id or f"{Path(recipe.output_dir).name}-{name}",
-                description=recipe.description, domain=recipe.domains[name].type or name,
-                objective=", ".join(objectives), architecture=recipe.domains[name].encoder.architecture,
-                recipe=recipe_text, datasets=[(recipe.domains[name].data or recipe.data).path], steps=steps,
-                hardware=_hardware(accelerator), repo_id=recipe.hub.repo_id, results=results,
+                domain=spec.type or name, objective=", ".join(objectives), architecture=spec.encoder.architecture,
+                encoder_size=spec.encoder.name_or_path or spec.encoder.size,
+                parameters=sum(p.numel() for p in encoder.model.parameters()),
+                recipe=recipe_text, datasets=[data.path], data_split=data.split, data_rows=rows, steps=steps,
+                batch_size=global_batch, hardware=_hardware(accelerator), repo_id=recipe.hub.repo_id, results=results,
             )
             save_encoder(encoder, folders[name], card, preprocessing=domains[name].preprocessing())
             if recipe.hub.push and recipe.hub.repo_id:

@@ -102,8 +102,11 @@ def test_split_slices_and_limit(fsdd: Path):
 
 
 def test_load_errors_name_what_is_wrong(fsdd: Path, tmp_path: Path):
-    with pytest.raises(ValueError, match="missing column"):
-        AudioDomain().load(DataConfig(path=str(fsdd), columns={"audio": "file"}))
+    # a mapping that does not fit a folder of files: the folder's audio column is read, and said
+    assert AudioDomain().load(DataConfig(path=str(fsdd), columns={"audio": "file"}, limit=2)).num_rows == 2
+    (tmp_path / "table.csv").write_text("name,digit\na.wav,1\n")
+    with pytest.raises(ValueError, match=r"no audio column: 'file' is not among the columns \['name', 'digit'\]"):
+        AudioDomain().load(DataConfig(path=str(tmp_path / "table.csv"), columns={"audio": "file"}))
     with pytest.raises(ValueError, match="unknown role"):
         AudioDomain().load(DataConfig(path=str(fsdd), columns={"image": "audio"}))
     with pytest.raises(ValueError, match="unknown column.*'take'"):

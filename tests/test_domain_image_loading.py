@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import tempfile
+from pathlib import Path
+
+import datasets
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -67,12 +71,21 @@ def test_cifar10_split_slice_column_mapping_and_streaming(shared_data):
     assert domain.collate(streamed)["images"].shape == (3, 3, 32, 32)
 
 
-def test_missing_or_unknown_columns_are_named(shared_data):
+def test_missing_or_unknown_columns_are_named(shared_data, caplog):
     path = str(shared_data / CIFAR_SHARD)
-    with pytest.raises(ValueError, match=r"'picture' not found.*'img'.*'label'"):
-        ImageDomain().load(DataConfig(path=path, columns={"image": "picture"}, limit=2))
+    # a recipe's mapping that does not fit this data: the image column is found by its type, and
+    # a missing label column means training without labels; both are said, naming the columns
+    rows = ImageDomain().load(DataConfig(path=path, columns={"image": "picture", "label": "fine"}, limit=2))
+    assert rows.column_names == ["image", "row_index"]
+    assert "image column 'picture' not found; reading column 'img'" in caplog.text
+    assert "no column 'fine' for the label role" in caplog.text and "training without it" in caplog.text
     with pytest.raises(ValueError, match=r"'caption'"):
         ImageDomain().load(DataConfig(path=path, columns={"caption": "img"}, limit=2))
+    no_image = datasets.Dataset.from_dict({"text": ["a", "b"]})
+    folder = Path(tempfile.mkdtemp())
+    no_image.to_parquet(str(folder / "t.parquet"))
+    with pytest.raises(ValueError, match=r"no image column.*\['text'\]"):
+        ImageDomain().load(DataConfig(path=str(folder / "t.parquet")))
 
 
 def _read_idx_independently(path) -> np.ndarray:

@@ -39,7 +39,7 @@ import torch
 import torchaudio
 
 from domains.audio.config import AudioConfig
-from multissl.domain import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig, resolve_role_columns
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -242,21 +242,9 @@ def _resolve_columns(data: DataConfig, available: list[str], audio_feature_colum
     unknown = sorted(set(data.columns) - set(ROLES))
     if unknown:
         raise ValueError(f"DataConfig.columns names unknown role(s) {unknown}; audio roles are {list(ROLES)}")
-    columns = dict(data.columns)
-    if "audio" not in columns:
-        if "audio" in available:
-            columns["audio"] = "audio"
-        elif len(audio_feature_columns) == 1:
-            columns["audio"] = audio_feature_columns[0]
-        else:
-            raise ValueError(f"no 'audio' column among {available}; set DataConfig.columns={{'audio': ...}}")
-    for role in ROLES[1:]:
-        if role not in columns and role in available:
-            columns[role] = role
-    missing = {role: column for role, column in columns.items() if column not in available}
-    if missing:
-        raise ValueError(f"DataConfig.columns refers to missing column(s) {missing}; the data has {available}")
-    return columns
+    guesses = {"audio": tuple(audio_feature_columns) if len(audio_feature_columns) == 1 else (),
+               **{role: () for role in ROLES[1:]}}
+    return resolve_role_columns(dict(data.columns), available, "audio", guesses, data.path)
 
 
 def load_audio_rows(data: DataConfig, config: AudioConfig):

@@ -38,7 +38,7 @@ import torchvision.transforms.v2.functional as tvF
 from PIL import Image
 from torch import Tensor
 
-from multissl.domain import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig, resolve_role_columns
 
 from .config import ImageConfig
 
@@ -74,7 +74,7 @@ def load_image_dataset(data: DataConfig):
     if data.limit is not None:
         dataset = dataset.take(data.limit) if isinstance(dataset, datasets.IterableDataset) else \
             dataset.select(range(min(data.limit, len(dataset))))
-    dataset = _canonical_columns(dataset, data.columns)
+    dataset = _canonical_columns(dataset, data.columns, data.path)
     if builtin and data.streaming:
         dataset = dataset.to_iterable_dataset()
     return dataset
@@ -114,35 +114,17 @@ def image_root_of(data: DataConfig, configured: str | None) -> str | None:
     return (os.path.dirname(data.path) or ".") if os.path.isfile(data.path) else None
 
 
-def _resolve_column(role: str, requested: str | None, names: list[str] | None, guesses: tuple[str, ...],
-                    features: Any) -> str | None:
-    if requested is not None:
-        if names is not None and requested not in names:
-            raise ValueError(f"{role} column {requested!r} not found; available columns: {names}")
-        return requested
-    if names is None:
-        return role
-    if role == IMAGE and features is not None:
-        image_features = [name for name in names if isinstance(features[name], datasets.Image)]
-        if image_features:
-            return image_features[0]
-    for guess in guesses:
-        if guess in names:
-            return guess
-    if role == IMAGE:
-        raise ValueError(f"no image column found; available columns: {names}; "
-                         f"name it with DataConfig.columns={{'image': ...}}")
-    return None
-
-
-def _canonical_columns(dataset, columns: dict[str, str]):
+def _canonical_columns(dataset, columns: dict[str, str], source: str):
     unknown = sorted(set(columns) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown column role(s) {unknown} for the image domain; roles: {list(ROLES)}")
     names = dataset.column_names
     features = dataset.features
-    image_column = _resolve_column(IMAGE, columns.get(IMAGE), names, _IMAGE_NAMES, features)
-    label_column = _resolve_column(LABEL, columns.get(LABEL), names, _LABEL_NAMES, features)
+    # columns holding images by their feature type come first among the guesses
+    typed = tuple(name for name in names or () if features is not None and isinstance(features[name], datasets.Image))
+    resolved = resolve_role_columns(dict(columns), names, IMAGE, {IMAGE: typed + _IMAGE_NAMES, LABEL: _LABEL_NAMES},
+                                    source)
+    image_column, label_column = resolved.get(IMAGE, IMAGE), resolved.get(LABEL)
     if names is not None:
         keep = [image_column] + ([label_column] if label_column else [])
         dataset = dataset.select_columns(keep)

@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from multissl.domain import BadSampleError, DataConfig
+from multissl.domain import BadSampleError, DataConfig, resolve_role_columns
 
 __all__ = [
     "TEXT_ROLES",
@@ -135,12 +135,9 @@ def prepare_rows(
     if unknown:
         raise ValueError(f"unknown text role(s) {unknown} in columns; roles: {list(TEXT_ROLES)}")
     available = dataset.column_names  # None for a stream that does not declare its features
-    if available is not None:
-        missing = {role: column for role, column in columns.items() if column not in available}
-        if missing:
-            raise ValueError(f"{source}: column(s) {missing} not found; the data has columns {available}")
-    if "text" not in columns:
+    if "text" not in columns and available is None:
         raise ValueError(f"{source}: no text column; map one with columns={{'text': ...}} (columns: {available})")
+    columns = resolve_role_columns(columns, available, "text", {"text": ("sentence", "caption", "content")}, source)
     if len(set(columns.values())) < len(columns):
         raise ValueError(f"{source}: one column mapped to several roles: {columns}")
     streaming = isinstance(dataset, datasets.IterableDataset)
