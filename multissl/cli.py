@@ -18,9 +18,24 @@ from pathlib import Path
 
 import yaml
 
-from multissl.config import recipes_dir
+from multissl.config import recipe_help, recipes_dir
 
 __all__ = ["main"]
+
+
+_TRAIN_EPILOG = """
+
+outputs (in output_dir; shipped recipes: runs/<recipe>): recipe.yaml (the resolved recipe), log.jsonl (scalars per
+logged step), logs/ (TensorBoard), checkpoints/step-N/ (the newest checkpoint.keep), encoders/NAME/
+(each encoder as a transformers folder with its model card; `multissl probe --encoder` and
+`multissl push` take it).
+
+resume: checkpoint.resume=auto (the default) continues the newest intact checkpoint in output_dir
+when the recipe matches the one it was trained with; a PATH resumes that checkpoint; null starts
+fresh and refuses a folder that already holds checkpoints. Changing what a run is (data, model,
+objectives, batch, seed, optimiser) needs a new output_dir.
+
+several processes: accelerate launch [flags] -m multissl.train RECIPE [key=value ...]"""
 
 
 def _list_recipes() -> int:
@@ -42,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="multissl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="run a recipe")
+    train = commands.add_parser(
+        "train", help="run a recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a recipe: a shipped one by name (`multissl recipes`) or a YAML file, with key=value overrides.",
+        epilog=recipe_help() + _TRAIN_EPILOG)
     train.add_argument("recipe", help="recipe file or shipped recipe name (see `multissl recipes`)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
 

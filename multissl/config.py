@@ -71,6 +71,7 @@ __all__ = [
     "recipe_to_dict",
     "recipes_dir",
     "resolve_recipe",
+    "recipe_help",
 ]
 
 
@@ -207,6 +208,52 @@ class Recipe:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     probes: list[ProbeSpec] = field(default_factory=list)
     hub: HubConfig = field(default_factory=HubConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# help
+
+
+def recipe_help(width: int = 100) -> str:
+    """The recipe's sections and their keys, one section a paragraph (``multissl train --help``):
+    each key with its default, read from the dataclasses, so the help cannot drift from them."""
+    sections = [
+        ("data", DataConfig, "where the data is (folder, file, glob or Hub id) and which columns play which role"),
+        ("domains.NAME", DomainSpec, "one modality the run reads: its encoder, its options, optionally its own data"),
+        ("domains.NAME.encoder", EncoderConfig, "a stock architecture and size preset, or pretrained weights"),
+        ("objectives[i]", ObjectiveSpec, "one method, the domains it trains, its weight in the summed loss"),
+        ("optimizer", OptimizerConfig, "adamw, sgd or lars; lr for a global batch of lr_reference_batch"),
+        ("schedule", ScheduleConfig, "linear warmup (a fraction of the run, or steps) then cosine decay"),
+        ("train", TrainConfig, "batch per process, length (max_steps, or epochs), precision, seed, workers"),
+        ("logging", LoggingConfig, "scalars every `every` steps, representation health every `health_every`"),
+        ("checkpoint", CheckpointConfig, "how often to save, how many to keep, how to resume"),
+        ("probes[i]", ProbeSpec, "probes run on the trained encoder at the end"),
+        ("hub", HubConfig, "push the trained encoder to the Hugging Face Hub"),
+    ]
+    lines = ["recipe sections (every key is optional unless marked *required*; override any with key=value):"]
+    for name, cls, summary in sections:
+        keys = []
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                keys.append(f"{f.name}={f.default!r}")
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                value = f.default_factory()  # type: ignore[misc]
+                keys.append(f.name if dataclasses.is_dataclass(value) else f"{f.name}={value!r}")
+            else:
+                keys.append(f"{f.name} *required*")
+        lines.append(f"  {name}: {summary}")
+        line = "      "
+        for key in keys:
+            if len(line) + len(key) + 2 > width:
+                lines.append(line.rstrip())
+                line = "      "
+            line += key + "  "
+        lines.append(line.rstrip())
+    lines.append("  top level: description, pairing='row' ('label' pairs rows of two datasets by label), output_dir")
+    lines.append("  objectives[i].options: the method's constructor keywords (multissl recipes lists the methods; a "
+                 "wrong key names the close matches); domains.NAME.options: the domain's config "
+                 "(domains/<name>/config.py)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------

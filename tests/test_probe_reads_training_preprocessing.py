@@ -74,11 +74,12 @@ def test_a_one_channel_encoder_is_probed_through_the_cli_without_flags(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "multissl.cli", "probe", "--encoder", str(tmp_path / "encoder"), "--data", str(images),
          "--test-data", str(images), "--test-split", "train", "--probe", "knn", "--option", "ks=[3]",
-         "--output", str(tmp_path / "results.json")],
+         "--output", str(tmp_path / "results.json"), "--map", str(tmp_path / "map.png")],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "knn" in result.stdout and (tmp_path / "results.json").is_file()
+    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the 2-D embedding map
     warned = subprocess.run(
         [sys.executable, "-m", "multissl.cli", "probe", "--encoder", str(tmp_path / "encoder"), "--data", str(images),
          "--test-data", str(images), "--test-split", "train", "--probe", "knn", "--option", "ks=[3]",

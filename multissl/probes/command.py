@@ -83,6 +83,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--text-encoder", help="text encoder folder or Hub id for retrieval / zero-shot")
     parser.add_argument("--text-columns", help="role=column pairs the text side reads (retrieval), e.g. text=caption")
     parser.add_argument("--output", default="probe_results.json", help="JSON file for the results")
+    parser.add_argument("--map", metavar="PNG", help="also write a 2-D map of the test embeddings coloured by label "
+                                                     "(PCA; --option map_method=tsne for t-SNE); adds the health probe")
     parser.add_argument("--update-card", action="store_true",
                         help="also merge the results into the encoder folder's probe_results.json and README.md")
     return parser
@@ -157,6 +159,9 @@ def _run_probe(args: argparse.Namespace) -> int:
     probes = [p.strip() for p in args.probe.split(",") if p.strip()]
     columns = parse_columns(args.columns)
     options = parse_key_values(args.option, "--option")
+    if args.map:
+        options["map_path"] = args.map
+        probes += [] if "health" in probes else ["health"]
     options.setdefault("batch_size", args.batch_size)
     if args.text_columns:
         options["text_columns"] = parse_columns(args.text_columns)
