@@ -12,7 +12,8 @@ import math
 import pytest
 import torch
 
-from multissl.losses import clip_loss, cpc, cpc_accuracy, info_nce, nt_xent, soft_nearest_neighbors, supcon
+from multissl.losses import (clip_loss, cpc, cpc_accuracy, info_nce, masked_cluster_prediction, nt_xent, siglip_loss,
+                             soft_nearest_neighbors, spectral_contrastive, supcon)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -138,6 +139,78 @@ def naive_cpc_accuracy(predictions, targets, mask):
     return [h / c if c else float("nan") for h, c in zip(hits, counts)]
 
 
+def debiased_negative_mass(positive, negatives, tau, tau_plus, beta):
+    """Robinson et al. 2021's estimator of N E[exp(s-)] (Chuang et al. 2020's at beta = 0), from the
+    papers' formula: importance weights exp(beta s) normalised to mean 1, the class prior's share of
+    the positive removed, clamped at N exp(-1/t). ``positive``/``negatives``: exp(cos / t) values."""
+    n = len(negatives)
+    weights = [torch.pow(value, beta) for value in negatives]  # exp(beta * cos / t), as the official code
+    reweighted = sum(w * value for w, value in zip(weights, negatives)) / (sum(weights) / n)
+    estimate = (reweighted - tau_plus * n * positive) / (1 - tau_plus)
+    return torch.maximum(estimate, torch.tensor(n * math.exp(-1 / tau), dtype=estimate.dtype))
+
+
+def naive_hard_info_nce(q, k, negatives, query_negatives, tau, tau_plus, beta):
+    total = 0.0
+    for i in range(len(q)):
+        candidates = [k[j] for j in range(len(k)) if j != i] + (list(negatives) if negatives is not None else [])
+        candidates += list(query_negatives[i]) if query_negatives is not None else []
+        positive = torch.exp(cosine(q[i], k[i]) / tau)
+        mass = debiased_negative_mass(positive, [torch.exp(cosine(q[i], c) / tau) for c in candidates], tau,
+                                      tau_plus, beta)
+        total = total - torch.log(positive / (positive + mass))
+    return total / len(q)
+
+
+def naive_hard_nt_xent(z1, z2, tau, tau_plus, beta):
+    z = list(z1) + list(z2)
+    n = len(z1)
+    total = 0.0
+    for i in range(2 * n):
+        partner = (i + n) % (2 * n)
+        positive = torch.exp(cosine(z[i], z[partner]) / tau)
+        negatives = [torch.exp(cosine(z[i], z[m]) / tau) for m in range(2 * n) if m not in (i, partner)]
+        total = total - torch.log(positive / (positive + debiased_negative_mass(positive, negatives, tau, tau_plus, beta)))
+    return total / (2 * n)
+
+
+def naive_siglip(a, b, scale, bias):
+    # Algorithm 1 of Zhai et al. 2023: -1/N sum_ij log sigmoid(label_ij (t cos_ij + b))
+    n = len(a)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            label = 1.0 if i == j else -1.0
+            logit = scale * cosine(a[i], b[j]) + bias
+            total = total - torch.log(1 / (1 + torch.exp(-label * logit)))
+    return total / n
+
+
+def naive_spectral(z1, z2, mu):
+    # HaoChen et al. 2021: -2 E[z.z+] + E[(z.z')^2] over pairs i != j, norms clipped at sqrt(mu)
+    def clip(z):
+        norm = torch.sqrt(dot(z, z))
+        return z if norm < math.sqrt(mu) else z / norm * math.sqrt(mu)
+
+    z1, z2 = [clip(z) for z in z1], [clip(z) for z in z2]
+    n = len(z1)
+    attract = sum(dot(z1[i], z2[i]) for i in range(n)) / n
+    repel = sum(dot(z1[i], z2[j]) ** 2 for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    return (-2 * attract + repel) / mu
+
+
+def naive_masked_cluster_prediction(predictions, codewords, targets, mask, tau):
+    # HuBERT: -log softmax_c(cos(A o_t, e_c) / tau) at the frame's unit, mean over masked frames
+    terms = []
+    for b in range(predictions.shape[0]):
+        for t in range(predictions.shape[1]):
+            if not mask[b, t]:
+                continue
+            scores = [torch.exp(cosine(predictions[b, t], e) / tau) for e in codewords]
+            terms.append(-torch.log(scores[int(targets[b, t])] / sum(scores)))
+    return sum(terms) / len(terms)
+
+
 def check_against_naive(loss_fn, naive_fn, inputs: dict, differentiable: list[str]):
     """Value and gradients of ``loss_fn`` equal the naive reference's on float64 leaves."""
     ours = {k: leaf(v) if k in differentiable else v for k, v in inputs.items()}
@@ -182,6 +255,80 @@ def test_reusing_the_graph_raises_instead_of_returning_wrong_gradients():
     with pytest.raises(RuntimeError):
         (grad,) = torch.autograd.grad(nt_xent(x, randn(4, 3, seed=1)), x, create_graph=True)
         grad.sum().backward()
+
+
+@pytest.mark.parametrize("tau_plus, beta", [(0.1, 0.0), (0.0, 1.0), (0.1, 0.5), (0.3, 2.0)])
+@pytest.mark.parametrize("extra", ["none", "queue", "queue+per_query"])
+def test_info_nce_hard_negatives_match_the_papers_estimator(tau_plus, beta, extra):
+    inputs = dict(query=randn(5, 4, seed=1), key=randn(5, 4, seed=2), temperature=0.3, tau_plus=tau_plus, beta=beta)
+    inputs["negatives"] = randn(7, 4, seed=3) if extra != "none" else None
+    inputs["query_negatives"] = randn(5, 3, 4, seed=4) if extra == "queue+per_query" else None
+    check_against_naive(
+        info_nce,
+        lambda query, key, negatives, query_negatives, temperature, tau_plus, beta: naive_hard_info_nce(
+            query, key, negatives, query_negatives, temperature, tau_plus, beta),
+        inputs, ["query", "key"] + (["query_negatives"] if extra == "queue+per_query" else []),
+    )
+
+
+@pytest.mark.parametrize("tau_plus, beta", [(0.1, 0.0), (0.0, 1.0), (0.1, 1.0)])
+def test_nt_xent_hard_negatives_match_the_papers_estimator(tau_plus, beta):
+    check_against_naive(
+        nt_xent, lambda z1, z2, temperature, tau_plus, beta: naive_hard_nt_xent(z1, z2, temperature, tau_plus, beta),
+        dict(z1=randn(5, 4, seed=1), z2=randn(5, 4, seed=2), temperature=0.5, tau_plus=tau_plus, beta=beta),
+        ["z1", "z2"],
+    )
+
+
+def test_hard_negative_estimator_limits():
+    q, k, queue = randn(6, 4, seed=1), randn(6, 4, seed=2), randn(9, 4, seed=3)
+    # tau+ -> 0 and beta -> 0 is plain InfoNCE; the clamp binds when tau+ removes more than the negatives hold
+    torch.testing.assert_close(info_nce(q, k, queue, 0.2, tau_plus=1e-12, beta=1e-12), info_nce(q, k, queue, 0.2))
+    torch.testing.assert_close(nt_xent(q, k, 0.5, beta=1e-12), nt_xent(q, k, 0.5))
+    z = one_hot_rows(4, 8)  # every positive at 1/t, every negative at 0
+    tau, n = 0.5, 3
+    floor = math.log(1 + n * math.exp(-1 / tau) / math.exp(1 / tau))
+    assert_value(info_nce(z, z, None, tau, tau_plus=0.9), floor)  # (3 - 0.9*3*e^2) / 0.1 < 0: clamped
+    # per-query negatives equal to the positive count as negatives: one more term at 1/t
+    same = z[:, None, :].clone()
+    assert_value(info_nce(z, z, None, tau, query_negatives=same), math.log(2 + n * math.exp(-1 / tau)))
+
+
+def test_siglip_loss_matches_algorithm_1_in_any_tiling():
+    inputs = dict(a=randn(7, 4, seed=1), b=randn(7, 4, seed=2), logit_scale=torch.tensor(3.0, dtype=torch.float64),
+                  logit_bias=torch.tensor(-2.0, dtype=torch.float64))
+    for block in (1, 3, 7, 100):
+        check_against_naive(
+            lambda **kw: siglip_loss(**kw, block_size=block), lambda a, b, logit_scale, logit_bias: naive_siglip(
+                a, b, logit_scale, logit_bias), inputs, ["a", "b", "logit_scale", "logit_bias"])
+    torch.testing.assert_close(siglip_loss(inputs["a"], inputs["b"], 10.0, -10.0),
+                               naive_siglip(inputs["a"], inputs["b"], 10.0, -10.0), **TOL)
+
+
+def test_spectral_contrastive_matches_the_official_estimate():
+    z1, z2 = randn(6, 5, seed=1), randn(6, 5, seed=2)
+    z1[0] *= 0.1  # one row inside the sqrt(mu) ball: kept as it is
+    for mu in (1.0, 10.0):
+        check_against_naive(spectral_contrastive, lambda z1, z2, mu: naive_spectral(z1, z2, mu),
+                            dict(z1=z1, z2=z2, mu=mu), ["z1", "z2"])
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        spectral_contrastive(z1[:1], z2[:1])
+
+
+def test_masked_cluster_prediction_matches_hubert_formula():
+    predictions, codewords = randn(3, 5, 4, seed=1), randn(6, 4, seed=2)
+    targets = torch.randint(0, 6, (3, 5), generator=torch.Generator().manual_seed(3))
+    mask = torch.rand(3, 5, generator=torch.Generator().manual_seed(4)) > 0.5
+    check_against_naive(
+        masked_cluster_prediction,
+        lambda predictions, codewords, targets, mask, temperature: naive_masked_cluster_prediction(
+            predictions, codewords, targets, mask, temperature),
+        dict(predictions=predictions, codewords=codewords, targets=targets, mask=mask, temperature=0.1),
+        ["predictions", "codewords"],
+    )
+    targets[0, 0], mask[0, 0] = 6, True
+    with pytest.raises(ValueError, match=r"cluster ids in \[0, 6\)"):
+        masked_cluster_prediction(predictions, codewords, targets, mask)
 
 
 def test_clip_loss_matches_formula_and_learns_its_scale():
@@ -250,6 +397,9 @@ def test_consistent_permutation_of_the_batch_changes_nothing():
         (lambda p: clip_loss(x[p], y[p], 4.0)),
         (lambda p: supcon(views[p], labels[p], 0.3)),
         (lambda p: soft_nearest_neighbors(x[p], labels[p], 1.5)),
+        (lambda p: siglip_loss(x[p], y[p], 4.0, -1.0, block_size=4)),
+        (lambda p: spectral_contrastive(x[p], y[p])),
+        (lambda p: nt_xent(x[p], y[p], 0.5, tau_plus=0.1, beta=1.0)),
     ]
     identity = torch.arange(6)
     for case in cases:
@@ -356,6 +506,9 @@ def test_bf16_inputs_compute_in_float32():
         (lambda a, b: supcon(torch.stack([a, b], 1), labels)),
         (lambda a, b: soft_nearest_neighbors(a, labels, 4.0)),
         (lambda a, b: cpc(a.view(2, 4, 1, 16), b.view(2, 4, 16))),
+        (lambda a, b: siglip_loss(a, b, 10.0, -10.0)),
+        (lambda a, b: spectral_contrastive(a, b)),
+        (lambda a, b: info_nce(a, b, b[:4], 0.1, tau_plus=0.1, beta=1.0)),
     ]
     for loss in pairs:
         low = loss(x, y)
@@ -407,6 +560,16 @@ def test_autocast_does_not_lower_the_precision_inside():
         (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 6)), ["predictions", "targets", "feature"]),
         (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 8), torch.ones(2, 5)), ["mask", "bool", "(2, 5)"]),
         (lambda: cpc(torch.randn(2, 5, 3, 8), torch.randn(2, 5, 8), torch.ones(2, 4).bool()), ["mask", "(2, 4)"]),
+        (lambda: info_nce(torch.randn(4, 8), torch.randn(4, 8), tau_plus=1.0), ["tau_plus", "[0, 1)"]),
+        (lambda: nt_xent(torch.randn(4, 8), torch.randn(4, 8), beta=-1.0), ["beta", ">= 0"]),
+        (lambda: info_nce(torch.randn(4, 8), torch.randn(4, 8), normalize=False, tau_plus=0.1), ["tau_plus", "bound"]),
+        (lambda: info_nce(torch.randn(4, 8), torch.randn(4, 8), query_negatives=torch.randn(3, 2, 8)),
+         ["query_negatives", "batch size"]),
+        (lambda: siglip_loss(torch.randn(4, 8), torch.randn(4, 8), 10.0, torch.ones(2)), ["logit_bias", "0-d"]),
+        (lambda: siglip_loss(torch.randn(4, 8), torch.randn(4, 8), 10.0, -10.0, block_size=0), ["block_size"]),
+        (lambda: spectral_contrastive(torch.randn(4, 8), torch.randn(4, 6)), ["z1", "z2", "feature"]),
+        (lambda: masked_cluster_prediction(torch.randn(2, 5, 8), torch.randn(3, 8), torch.zeros(2, 5),
+                                           torch.ones(2, 5).bool()), ["targets", "integer"]),
     ],
 )
 def test_bad_input_errors_name_the_argument(call, words):

@@ -13,9 +13,12 @@ from .contrastive import (
     cpc_accuracy,
     cross_entropy_at_positives,
     info_nce,
+    masked_cluster_prediction,
     masked_frame_contrastive,
     nt_xent,
+    siglip_loss,
     soft_nearest_neighbors,
+    spectral_contrastive,
     supcon,
 )
 

@@ -11,14 +11,18 @@ Math runs in float32 (float64 when an input is float64) with autocast switched o
 bf16/fp16 activations are accepted and the returned loss is float32.
 
 One kernel, :func:`cross_entropy_at_positives`, computes ``-log softmax`` at each anchor's
-positive for InfoNCE/MoCo, NT-Xent, CLIP, CPC, N-pair and wav2vec 2.0's masked-frame task; SupCon (several positives per anchor) and the
-soft nearest neighbour loss (a sum over same-class rows inside the log) need a log-sum-exp over a
-subset of columns and write it out directly.
+positive for InfoNCE/MoCo, NT-Xent, CLIP, CPC, N-pair, wav2vec 2.0's masked-frame task and
+HuBERT's cluster prediction, and holds the hard-negative options (debiased tau+, reweighting beta)
+for all of them; SupCon (several positives per anchor) and the soft nearest neighbour loss (a sum
+over same-class rows inside the log) need a log-sum-exp over a subset of columns and write it out
+directly. SigLIP's pairwise sigmoid and the spectral contrastive loss are not softmaxes: they sum
+per-pair terms over the same global columns.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, TypeVar
 
 import torch
@@ -45,8 +49,9 @@ from ._checks import (
     check_same_dim,
 )
 
-__all__ = ["cross_entropy_at_positives", "info_nce", "nt_xent", "clip_loss", "supcon", "soft_nearest_neighbors", "cpc",
-           "cpc_accuracy", "masked_frame_contrastive"]
+__all__ = ["cross_entropy_at_positives", "info_nce", "nt_xent", "clip_loss", "siglip_loss", "spectral_contrastive",
+           "supcon", "soft_nearest_neighbors", "cpc", "cpc_accuracy", "masked_frame_contrastive",
+           "masked_cluster_prediction"]
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -121,7 +126,9 @@ class _SoftmaxCrossEntropyInPlace(torch.autograd.Function):
         return grad, None, None
 
 
-def cross_entropy_at_positives(logits: Tensor, positives: Tensor, excluded: Tensor | None = None) -> Tensor:
+def cross_entropy_at_positives(logits: Tensor, positives: Tensor, excluded: Tensor | None = None, *,
+                               tau_plus: float = 0.0, beta: float = 0.0,
+                               min_logit: float | Tensor | None = None) -> Tensor:
     """The InfoNCE kernel: mean over the global batch of ``-log softmax(logits)[row, positive]``
     (``F.cross_entropy(logits, positives)`` with the global mean, in less memory; -inf entries are
     candidates a row never sees).
@@ -129,11 +136,75 @@ def cross_entropy_at_positives(logits: Tensor, positives: Tensor, excluded: Tens
     ``logits`` [n, M] hold this rank's anchors against the global candidates; ``positives`` [n]
     the column of each anchor's positive; ``excluded`` [n], optional, a column each anchor is not
     compared with at all (itself). ``logits`` is overwritten: pass a tensor nothing else reads.
+
+    **Hard negatives.** ``tau_plus > 0`` or ``beta > 0`` replace the negatives' sum in the
+    denominator by the estimator of Robinson, Chuang, Sra, Jegelka 2021 ("Contrastive Learning with
+    Hard Negative Samples", arXiv:2010.04592), which with ``beta = 0`` is the debiased contrastive
+    loss of Chuang, Robinson, Lin, Torralba, Jegelka 2020 ("Debiased Contrastive Learning",
+    arXiv:2007.00224). Per anchor, with ``s+`` its
+    positive's logit and ``s_k`` the logits of its N negatives (every finite column but the
+    positive and ``excluded``)::
+
+        w_k = exp(beta s_k) / mean_k exp(beta s_k)          importance of negative k (hardness)
+        Ng  = max( (sum_k w_k exp(s_k) - tau_plus N exp(s+)) / (1 - tau_plus),  N exp(min_logit) )
+        term = -log( exp(s+) / (exp(s+) + Ng) )
+
+    ``tau_plus`` is the class prior tau+ (the chance that a "negative" shares the anchor's class):
+    its share of the positive is subtracted from the negatives' mass. ``min_logit`` is the lowest
+    value a logit can take (``-1 / temperature`` for cosine logits): the floor keeps the estimate
+    positive, as both papers' code clamps it (None: no floor, allowed only with ``tau_plus = 0``).
+    As the official code (github.com/joshr17/HCL), ``beta`` multiplies the logit, i.e. the
+    cosine divided by the temperature; the paper writes ``exp(beta f(x)^T f(x-))``. With both
+    at 0 this is plain InfoNCE (the fast in-place path). The estimator is per anchor over the
+    global candidates, so it is exact under N processes like the plain loss.
     """
     if logits.numel() == 0:  # a rank (or a batch) with no anchors still joins the global mean
         return global_mean(logits.sum(dim=1))
+    if tau_plus or beta:
+        return global_mean(_hard_negative_terms(logits, positives, excluded, tau_plus, beta, min_logit))
     terms, _ = _SoftmaxCrossEntropyInPlace.apply(logits, positives, excluded)
     return global_mean(terms)
+
+
+def check_hard_negatives(tau_plus: float, beta: float, min_logit: float | Tensor | None) -> None:
+    """The estimator's arguments (see :func:`cross_entropy_at_positives`), named when wrong."""
+    if isinstance(tau_plus, bool) or not isinstance(tau_plus, (int, float)) or not 0.0 <= tau_plus < 1.0:
+        raise ValueError(f"tau_plus (the class prior tau+) must lie in [0, 1), got {tau_plus!r}")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < float("inf"):
+        raise ValueError(f"beta (the hardness concentration) must be a finite number >= 0, got {beta!r}")
+    if tau_plus and min_logit is None:
+        raise ValueError("tau_plus > 0 needs logits with a lower bound (cosine similarities): the debiased "
+                         "estimate of the negatives is clamped at N exp(min logit)")
+
+
+def _hard_negative_terms(logits: Tensor, positives: Tensor, excluded: Tensor | None, tau_plus: float,
+                         beta: float, min_logit: float | Tensor | None) -> Tensor:
+    """Per-anchor terms of the hard-negative / debiased estimator (formula in the kernel's doc),
+    in log space: every exponential is taken relative to the row's largest logit."""
+    check_hard_negatives(tau_plus, beta, min_logit)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    positive_logits = logits[rows, positives]
+    negative = torch.isfinite(logits)
+    negative[rows, positives] = False
+    if excluded is not None:
+        negative[rows, excluded] = False
+    count = negative.sum(dim=1).to(logits.dtype)
+    negatives = logits.masked_fill(~negative, float("-inf"))
+    if beta:  # log sum_k w_k e^{s_k} = log sum e^{(1 + beta) s} - log mean e^{beta s}
+        log_mass = (torch.logsumexp((1.0 + beta) * negatives, dim=1) - torch.logsumexp(beta * negatives, dim=1)
+                    + count.log())
+    else:
+        log_mass = torch.logsumexp(negatives, dim=1)
+    # the terms do not depend on the shift (it cancels), so it carries no gradient
+    shift = torch.maximum(positive_logits, negatives.amax(dim=1)).detach()
+    positive = (positive_logits - shift).exp()
+    mass = torch.where(count > 0, (log_mass - shift).exp(), torch.zeros_like(shift))
+    if tau_plus:
+        mass = (mass - tau_plus * count * positive) / (1.0 - tau_plus)
+    if min_logit is not None:
+        floor = torch.as_tensor(min_logit, dtype=logits.dtype, device=logits.device).detach()
+        mass = torch.maximum(mass, count * (floor - shift).exp())
+    return shift + torch.log(positive + mass) - positive_logits
 
 
 class _ScoresAgainstKeysAndNegatives(torch.autograd.Function):
@@ -177,7 +248,8 @@ def _exclude_self(logits: Tensor, self_columns: Tensor) -> None:
 
 @_float32_math
 def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temperature: float | Tensor = 0.1,
-             normalize: bool = True) -> Tensor:
+             normalize: bool = True, *, query_negatives: Tensor | None = None, tau_plus: float = 0.0,
+             beta: float = 0.0) -> Tensor:
     """InfoNCE (van den Oord et al. 2018, arXiv:1807.03748), in MoCo's form (He et al. 2020, eq. 1).
 
     ``query`` [N, D]: row i is an anchor whose positive is row i of ``key`` [N, D]; every other key
@@ -186,6 +258,12 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
     cosine (all inputs are L2-normalised here) divided by ``temperature``; ``normalize=False``
     scores raw dot products instead (N-pair). Returns the mean over the N (global) queries of
     ``-log softmax`` at the positive (a 0-d tensor).
+
+    ``query_negatives`` [N, S, D], optional: S more negatives for each query alone (MoCHi's
+    synthetic hard negatives, :func:`multissl.modules.mix_hard_negatives`), scored like the others.
+    ``tau_plus`` (debiased, Chuang et al. 2020) and ``beta`` (hard-negative reweighting, Robinson
+    et al. 2021) change the negatives' term: see :func:`cross_entropy_at_positives`; the clamp is at
+    ``-1 / temperature``, the lowest cosine logit.
     """
     check_float("query", query, 2)
     check_float("key", key, 2)
@@ -194,8 +272,14 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
     if negatives is not None:
         check_float("negatives", negatives, 2)
         check_same_dim("query", query, "negatives", negatives)
+    if query_negatives is not None:
+        check_float("query_negatives", query_negatives, 3)
+        check_rows("query", query, "query_negatives", query_negatives)
+        check_same_dim("query", query, "query_negatives", query_negatives)
     check_positive("temperature", temperature)
-    dtype = compute_dtype(query, key, *([negatives] if negatives is not None else []))
+    min_logit = -1.0 / temperature if normalize else None
+    check_hard_negatives(tau_plus, beta, min_logit)
+    dtype = compute_dtype(query, key, *(t for t in (negatives, query_negatives) if t is not None))
     # Dividing the [N, D] queries is cheaper than dividing the [N, N + K] logits.
     prepare = _unit if normalize else (lambda x, d: x.to(d))
     anchors = prepare(query, dtype) / temperature
@@ -204,31 +288,41 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
         logits = anchors @ keys.T
     else:
         logits = _ScoresAgainstKeysAndNegatives.apply(anchors, keys, prepare(negatives, dtype))
+    if query_negatives is not None:
+        own = torch.einsum("nd,nsd->ns", anchors, prepare(query_negatives, dtype))
+        logits = torch.cat([logits, own], dim=1)
     positives = start + torch.arange(query.shape[0], device=query.device)
-    return cross_entropy_at_positives(logits, positives)
+    return cross_entropy_at_positives(logits, positives, tau_plus=tau_plus, beta=beta, min_logit=min_logit)
 
 
 @_float32_math
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5, *, tau_plus: float = 0.0,
+            beta: float = 0.0) -> Tensor:
     """NT-Xent, SimCLR's loss, exactly as Algorithm 1 of Chen et al. 2020 (arXiv:2002.05709).
 
     ``z1``, ``z2`` [N, D]: two views' projections; row i of each comes from the same image. The 2N
     projections are L2-normalised; each of the 2N anchors is scored (cosine / ``temperature``)
     against the 2N - 1 others (itself excluded), its positive being the other view of its image.
     Returns the mean over the 2N (global) anchors of ``-log softmax`` at the positive.
+
+    ``tau_plus`` / ``beta``: the debiased (Chuang et al. 2020) and hard-negative (Robinson et al.
+    2021) estimators of the 2N - 2 negatives' term, the setting both papers' code is written for
+    (see :func:`cross_entropy_at_positives`; clamped at ``-1 / temperature``).
     """
     check_float("z1", z1, 2)
     check_float("z2", z2, 2)
     check_rows("z1", z1, "z2", z2)
     check_same_dim("z1", z1, "z2", z2)
     check_positive("temperature", temperature)
+    check_hard_negatives(tau_plus, beta, -1.0)
     n = z1.shape[0]
     anchors = _unit(torch.cat([z1, z2]), compute_dtype(z1, z2))
     columns, start = _gather_columns(anchors)
     own = start + torch.arange(2 * n, device=anchors.device)
     logits = (anchors / temperature) @ columns.T
     # Within this rank's block [z1; z2], the other view of row j sits n rows away.
-    return cross_entropy_at_positives(logits, own.roll(n), excluded=own)
+    return cross_entropy_at_positives(logits, own.roll(n), excluded=own, tau_plus=tau_plus, beta=beta,
+                                      min_logit=-1.0 / temperature)
 
 
 @_float32_math
@@ -331,6 +425,136 @@ def soft_nearest_neighbors(embeddings: Tensor, labels: Tensor, temperature: floa
     return global_mean(logits.logsumexp(dim=1) - same_class_logits.logsumexp(dim=1))
 
 
+# --- pairwise sigmoid (SigLIP) and the spectral contrastive loss ---------------------------------
+
+
+class _RowSoftplusSums(torch.autograd.Function):
+    """``sum_j softplus(scale * rows_i . columns_j + bias)`` per row, block by block.
+
+    Neither pass holds more than one ``[block, block]`` tile of logits: forward keeps only the
+    inputs, backward recomputes each tile and turns it into ``sigmoid(z) * grad``, so memory grows
+    with the batch (rows + columns), not with its square, at one extra matmul per tile.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, columns: Tensor, scale: Tensor, bias: Tensor, block: int) -> Tensor:  # type: ignore[override]
+        sums = rows.new_zeros(rows.shape[0])
+        for i in range(0, rows.shape[0], block):
+            for j in range(0, columns.shape[0], block):
+                logits = rows[i : i + block] @ columns[j : j + block].T * scale + bias
+                sums[i : i + block] += F.softplus(logits).sum(dim=1)
+        ctx.save_for_backward(rows, columns, scale, bias)
+        ctx.block = block
+        return sums
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        rows, columns, scale, bias = ctx.saved_tensors
+        block = ctx.block
+        grad_rows, grad_columns = torch.zeros_like(rows), torch.zeros_like(columns)
+        grad_scale, grad_bias = torch.zeros_like(scale), torch.zeros_like(bias)
+        for i in range(0, rows.shape[0], block):
+            for j in range(0, columns.shape[0], block):
+                left, right = rows[i : i + block], columns[j : j + block]
+                dots = left @ right.T
+                weights = torch.sigmoid(dots * scale + bias).mul_(grad[i : i + block, None])  # d sums / d logits
+                grad_scale += (weights * dots).sum()
+                grad_bias += weights.sum()
+                weights.mul_(scale)
+                grad_rows[i : i + block] += weights @ right
+                grad_columns[j : j + block] += weights.T @ left
+        needs = ctx.needs_input_grad
+        return (grad_rows if needs[0] else None, grad_columns if needs[1] else None,
+                grad_scale if needs[2] else None, grad_bias if needs[3] else None, None)
+
+
+@_float32_math
+def siglip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor, logit_bias: float | Tensor,
+                block_size: int = 4096) -> Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai, Mustafa, Kolesnikov, Beyer 2023, arXiv:2303.15343,
+    Algorithm 1).
+
+    ``a`` [N, D], ``b`` [N, D]: paired embeddings of two modalities (row i of each is a pair),
+    L2-normalised here. Every pair (i, j) of the (global) batch is a binary classification with
+    logit ``z_ij = logit_scale * cos(a_i, b_j) + logit_bias`` and label ``+1`` when ``i = j``,
+    ``-1`` otherwise::
+
+        loss = -1/N sum_i sum_j log sigmoid(label_ij * z_ij)
+
+    (a sum over the N columns, a mean over the N rows: the official code's normalisation, by the
+    batch size). ``logit_scale`` is the multiplier ``t = exp(t')`` and ``logit_bias`` the bias
+    ``b`` (floats or 0-d tensors, learnable or not; the paper starts at t = 10, b = -10).
+
+    Memory: each rank scores its rows against the global columns (gathered with gradient) in
+    ``block_size`` x ``block_size`` tiles, recomputed in the backward pass
+    (:class:`_RowSoftplusSums`), so no [N, N] matrix is ever held. Under N processes the value and
+    gradients are those of one process on the global batch (see :mod:`multissl.distributed`).
+    """
+    check_float("a", a, 2)
+    check_float("b", b, 2)
+    check_rows("a", a, "b", b)
+    check_same_dim("a", a, "b", b)
+    check_positive("logit_scale", logit_scale)
+    if isinstance(logit_bias, Tensor):
+        if logit_bias.dim() != 0 or not logit_bias.is_floating_point():
+            raise ValueError(f"logit_bias must be a number or a 0-d floating tensor, got {logit_bias.dtype} "
+                             f"{tuple(logit_bias.shape)}")
+    elif isinstance(logit_bias, bool) or not isinstance(logit_bias, (int, float)):
+        raise ValueError(f"logit_bias must be a number or a 0-d floating tensor, got {type(logit_bias).__name__}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    dtype = compute_dtype(a, b)
+    a, b = _unit(a, dtype), _unit(b, dtype)
+    scale = torch.as_tensor(logit_scale, device=a.device).to(dtype)
+    bias = torch.as_tensor(logit_bias, device=a.device).to(dtype)
+    columns, start = _gather_columns(b)
+    # softplus(z) = -log sigmoid(-z) for every pair; the positive pair's term is
+    # -log sigmoid(z) = softplus(z) - z, so subtract its logit once
+    positive_logits = scale * (a * columns[start : start + a.shape[0]]).sum(dim=1) + bias
+    return global_mean(_RowSoftplusSums.apply(a, columns, scale, bias, block_size) - positive_logits)
+
+
+@_float32_math
+def spectral_contrastive(z1: Tensor, z2: Tensor, mu: float = 1.0) -> Tensor:
+    """The spectral contrastive loss (HaoChen, Wei, Gaidon, Ma 2021, "Provable Guarantees for
+    Self-Supervised Deep Learning with Spectral Contrastive Loss", arXiv:2106.04156):
+    ``-2 E[f(x)^T f(x+)] + E[(f(x)^T f(x'))^2]``, as the official code estimates it on a batch.
+
+    ``z1``, ``z2`` [N, D]: two views' projections, row i of each from the same sample. As the
+    official code (github.com/jhaochenz96/spectral_contrastive_learning, ``D``), rows longer than
+    ``sqrt(mu)`` are scaled back to norm ``sqrt(mu)`` (shorter ones are kept), and::
+
+        loss = ( -2/N sum_i z1_i . z2_i  +  1/(N (N - 1)) sum_{i != j} (z1_i . z2_j)^2 ) / mu
+
+    over the N rows of the global batch (the pairs i != j are the independent samples x, x' of the
+    second expectation). Not normalised to the unit sphere and no temperature: the loss is a
+    matrix factorisation of the augmentation graph's normalised adjacency.
+    """
+    check_float("z1", z1, 2)
+    check_float("z2", z2, 2)
+    check_rows("z1", z1, "z2", z2)
+    check_same_dim("z1", z1, "z2", z2)
+    check_positive("mu", mu)
+    dtype = compute_dtype(z1, z2)
+    radius = math.sqrt(mu)
+
+    def clipped(z: Tensor) -> Tensor:
+        z = z.to(dtype)
+        norms = z.norm(dim=1, keepdim=True)
+        return torch.where(norms < radius, z, F.normalize(z, dim=1) * radius)
+
+    z1, z2 = clipped(z1), clipped(z2)
+    columns, start = _gather_columns(z2)
+    total = columns.shape[0]
+    if total < 2:
+        raise ValueError(f"spectral_contrastive needs at least 2 rows in the (global) batch, got {total}")
+    squares = (z1 @ columns.T).square()
+    own = torch.arange(z1.shape[0], device=z1.device)
+    off_diagonal = squares.sum(dim=1) - squares[own, start + own]
+    return global_mean(-2.0 * (z1 * z2).sum(dim=1) + off_diagonal / (total - 1)) / mu
+
+
 # --- CPC ------------------------------------------------------------------------------------------
 
 
@@ -429,3 +653,37 @@ def masked_frame_contrastive(context: Tensor, targets: Tensor, mask: Tensor, tem
     logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
     positives = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return cross_entropy_at_positives(logits[mask], positives[mask])
+
+
+@_float32_math
+def masked_cluster_prediction(predictions: Tensor, codewords: Tensor, targets: Tensor, mask: Tensor,
+                              temperature: float | Tensor = 0.1) -> Tensor:
+    """HuBERT's masked prediction of cluster ids (Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov, Mohamed
+    2021, arXiv:2106.07447, sections II.B-C), with the paper's cosine logits.
+
+    ``predictions`` [B, T, P]: the projected encoder outputs ``A o_t``; ``codewords`` [C, P]: the
+    embedding ``e_c`` of each of the C clusters; ``targets`` Long[B, T]: each frame's cluster id
+    ``z_t``; ``mask`` Bool[B, T]: the frames that count (the masked ones for the paper's L_m). Per
+    counted frame::
+
+        p(c | t) = exp(cos(A o_t, e_c) / tau) / sum_c' exp(cos(A o_t, e_c') / tau)
+        term     = -log p(z_t | t)
+
+    Returns the mean over the counted frames of the global batch (0 when there are none). The
+    codewords are shared parameters, not batch rows: nothing is gathered.
+    """
+    check_float("predictions", predictions, 3)
+    check_float("codewords", codewords, 2)
+    check_same_dim("predictions", predictions, "codewords", codewords)
+    check_mask("mask", mask, tuple(predictions.shape[:2]))
+    if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.shape != mask.shape:
+        got = f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, Tensor) else type(targets).__name__
+        raise ValueError(f"targets must be an integer tensor of shape {tuple(mask.shape)}, got {got}")
+    check_positive("temperature", temperature)
+    chosen = targets[mask]
+    if chosen.numel() and (chosen.min() < 0 or chosen.max() >= codewords.shape[0]):
+        raise ValueError(f"targets must be cluster ids in [0, {codewords.shape[0]}) on the counted frames, "
+                         f"got values from {int(chosen.min())} to {int(chosen.max())}")
+    dtype = compute_dtype(predictions, codewords)
+    logits = (_unit(predictions[mask], dtype) / temperature) @ _unit(codewords, dtype).T
+    return cross_entropy_at_positives(logits, chosen)
