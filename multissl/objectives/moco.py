@@ -10,7 +10,7 @@ network, by EMA after each step (:class:`multissl.modules.MomentumEncoder`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +19,13 @@ from torch import Tensor, nn
 from multissl import distributed
 from multissl.features import Encoder
 from multissl.losses import info_nce
-from multissl.modules import MomentumQueue, ProjectionHead, SplitBatchNorm, batch_shuffle, batch_unshuffle
+from multissl.losses.contrastive import check_hard_negatives
+from multissl.modules import (MomentumQueue, ProjectionHead, SplitBatchNorm, batch_shuffle, batch_unshuffle,
+                              mix_hard_negatives)
 from multissl.objectives.base import Objective, ObjectiveOutput
 from multissl.modules import positive_accuracy
 from multissl.modules import MomentumEncoder, ProjectedEncoder
+from multissl.options import NonNegativeFloat, NonNegativeInt, Range
 from multissl.views import ViewRequest
 
 __all__ = ["MoCoV2", "MoCoV3"]
@@ -80,6 +83,16 @@ class MoCoV2(_MomentumContrast):
     invariant); under several processes the shuffle alone suffices, and ``split_batchnorm_splits=1``
     there is exactly the paper's per-GPU setting. Each process's key batch (2B when symmetric) must
     divide into the splits.
+
+    **Hard negatives** (options, off by default). ``tau_plus`` / ``beta``: the debiased contrastive
+    loss (Chuang et al. 2020) and hard-negative reweighting (Robinson et al. 2021) over the queue
+    and batch negatives (:func:`multissl.losses.cross_entropy_at_positives`). MoCHi (Kalantidis
+    et al. 2020; :func:`multissl.modules.mix_hard_negatives`): ``mochi_hardest`` (N),
+    ``mochi_pairs`` (s) and ``mochi_query_mixes`` (s') add, per query, s mixtures of two of its N
+    hardest queue negatives and s' mixtures of the query with one of them, as extra negatives of
+    that query only (ImageNet-1k in the paper: N = 1024, s = 1024, s' = 128; set s = s' = 0 to
+    turn MoCHi off). Their random draws follow (``mochi_seed``, step), so a resumed run and N
+    processes draw what one uninterrupted process does. Mixing starts at the first step.
     """
 
     name = "moco_v2"
@@ -98,16 +111,32 @@ class MoCoV2(_MomentumContrast):
         shuffle_batchnorm: bool = True,
         split_batchnorm_splits: int = 2,
         policy: str | None = None,
+        tau_plus: Annotated[float, Range(0, 1)] = 0.0,
+        beta: NonNegativeFloat = 0.0,
+        mochi_hardest: NonNegativeInt = 0,
+        mochi_pairs: NonNegativeInt = 0,
+        mochi_query_mixes: NonNegativeInt = 0,
+        mochi_seed: int = 0,
     ) -> None:
         """hidden_dim defaults to the encoder width (2048 for ResNet-50, MoCo v2's head);
         ``final_momentum`` (e.g. 1.0) turns on the cosine momentum schedule; ``policy`` names the
-        domain's augmentation policy (None: the domain's default)."""
+        domain's augmentation policy (None: the domain's default). ``tau_plus`` / ``beta``: the
+        debiased and hard-negative estimators (class doc); ``mochi_*``: MoCHi (N, s, s')."""
         if split_batchnorm_splits < 1:
             raise ValueError(f"split_batchnorm_splits must be >= 1, got {split_batchnorm_splits}")
+        check_hard_negatives(tau_plus, beta, -1.0)
+        if (mochi_pairs or mochi_query_mixes) and not 1 <= mochi_hardest <= queue_size:
+            raise ValueError(f"MoCHi mixes the mochi_hardest negatives of the queue: set it in [1, queue_size="
+                             f"{queue_size}], got {mochi_hardest}")
         head = ProjectionHead(encoder.dim, hidden_dim or encoder.dim, projection_dim, num_layers=2, batch_norm=False)
         super().__init__(encoder, head, momentum, final_momentum, temperature, policy)
         self.queue = MomentumQueue(queue_size, projection_dim)
         self.symmetric = symmetric
+        self.tau_plus, self.beta = tau_plus, beta
+        self.mochi = (mochi_hardest, mochi_pairs, mochi_query_mixes) if mochi_pairs or mochi_query_mixes else None
+        self.mochi_seed = mochi_seed
+        if self.mochi is not None:  # the draws follow the step, which a resume must restore
+            self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.shuffle_batchnorm = shuffle_batchnorm and _has_batchnorm(self.key_network)
         self.split_batchnorm_splits = split_batchnorm_splits if self.shuffle_batchnorm else 1
         if self.shuffle_batchnorm:
@@ -119,7 +148,9 @@ class MoCoV2(_MomentumContrast):
         queries = self.query_network(query_views)
         keys = self._keys(key_views)
         negatives = self.queue.negatives()
-        loss = sum(info_nce(q, k, negatives=negatives, temperature=self.temperature) for q, k in zip(queries, keys))
+        loss = sum(info_nce(q, k, negatives=negatives, temperature=self.temperature, tau_plus=self.tau_plus,
+                            beta=self.beta, query_negatives=self._synthetic_negatives(q, negatives, view))
+                   for view, (q, k) in enumerate(zip(queries, keys)))
         self.queue.enqueue(torch.cat(keys))
         logs = {
             "positive_accuracy": positive_accuracy(queries[0], keys[0], negatives),
@@ -127,6 +158,22 @@ class MoCoV2(_MomentumContrast):
             "momentum": self.key_network.momentum.clone(),
         }
         return ObjectiveOutput(loss=loss, logs=logs, embeddings=(queries[0], keys[0]))
+
+    def _synthetic_negatives(self, queries: Tensor, queue: Tensor, view: int) -> Tensor | None:
+        """MoCHi's mixed hard negatives of these queries, drawn from (seed, step, view) for every
+        row of the global batch (the same on one process and N)."""
+        if self.mochi is None:
+            return None
+        rows = distributed.local_sizes(queries.shape[0], queries.device)
+        generator = torch.Generator().manual_seed(
+            (self.mochi_seed * 1_000_003 + int(self.steps_done)) * 2 + view)
+        return mix_hard_negatives(queries, queue, *self.mochi, generator,
+                                  row_offset=sum(rows[: distributed.rank()]), total_rows=sum(rows))
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        super().on_step_end(step, total_steps)
+        if self.mochi is not None:
+            self.steps_done.fill_(step)
 
     @torch.no_grad()
     def _keys(self, views: list[dict[str, Any]]) -> list[Tensor]:

@@ -6,6 +6,10 @@ Works on any domain that makes ``augmented`` views.
 
     x -> two augmented views -> encoder f -> h (pooled) -> head g -> z -> nt_xent(z1, z2)
 
+Hard negatives (options): ``tau_plus`` turns NT-Xent into the debiased contrastive loss (Chuang et
+al. 2020) and ``beta`` reweights the negatives by hardness (Robinson et al. 2021); both papers'
+code is this SimCLR setting (2N - 2 negatives per anchor).
+
 SimCLRv2 fine-tunes from the middle of its 3-layer head rather than from h (section 2.2):
 :meth:`SimCLR.encoder_with_head` gives that network (f then the first k head layers) as an
 ``Encoder``, which ``multissl.probes.fine_tune`` (or any probe) takes as it is.
@@ -13,12 +17,16 @@ SimCLRv2 fine-tunes from the middle of its 3-layer head rather than from h (sect
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from multissl.features import Encoder, encode_views
 from multissl.losses import nt_xent
+from multissl.losses.contrastive import check_hard_negatives
 from multissl.modules import ProjectionHead, grad_cache_or_none
 from multissl.objectives.base import Objective, ObjectiveOutput
+from multissl.options import NonNegativeFloat, Range
 from multissl.teacher import HeadedEncoder
 from multissl.views import ViewRequest
 
@@ -36,11 +44,18 @@ class SimCLR(Objective):
         temperature: float = 0.5,
         policy: str | None = None,
         chunk_size: int | None = None,
+        tau_plus: Annotated[float, Range(0, 1)] = 0.0,
+        beta: NonNegativeFloat = 0.0,
     ) -> None:
         """head_layers=2 is SimCLR's head, 3 SimCLRv2's; hidden_dim defaults to the encoder width;
         ``policy`` names the domain's augmentation policy (None: the domain's default);
-        ``chunk_size`` encodes that many rows at a time with GradCache (memory-bound batches)."""
+        ``chunk_size`` encodes that many rows at a time with GradCache (memory-bound batches).
+        ``tau_plus`` > 0: the debiased contrastive loss (Chuang et al. 2020; their CIFAR-10 runs use
+        0.1); ``beta`` > 0: hard-negative reweighting (Robinson et al. 2021; 0.5 to 1 on CIFAR-10,
+        with tau_plus 0.1); see :func:`multissl.losses.cross_entropy_at_positives`."""
         super().__init__()
+        check_hard_negatives(tau_plus, beta, -1.0)
+        self.tau_plus, self.beta = tau_plus, beta
         self.encoder = encoder
         self.grad_cache = grad_cache_or_none(encoder, chunk_size)
         # BN on every layer, the output's with a scale and no shift: both official codebases
@@ -57,7 +72,7 @@ class SimCLR(Objective):
         first, second = (features.pooled for features in encode_views(self.grad_cache or self.encoder, views["views"][:2]))
         # one head call on both views, so its batch norm sees them together (as the reference)
         z1, z2 = self.head(torch.cat([first, second])).chunk(2)
-        loss = nt_xent(z1, z2, temperature=self.temperature)
+        loss = nt_xent(z1, z2, temperature=self.temperature, tau_plus=self.tau_plus, beta=self.beta)
         return ObjectiveOutput(loss=loss, logs={"temperature": self.temperature}, embeddings=(z1, z2))
 
     def encoder_with_head(self, up_to: int = 1) -> HeadedEncoder:
