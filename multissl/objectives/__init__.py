@@ -24,6 +24,7 @@ OBJECTIVES: dict[str, str] = {
     "moco_v3": "multissl.objectives.moco:MoCoV3",
     "nnclr": "multissl.objectives.nnclr:NNCLR",
     "supcon": "multissl.objectives.supcon:SupCon",
+    "spectral_contrastive": "multissl.objectives.spectral_contrastive:SpectralContrastive",
     # non-contrastive and clustering
     "byol": "multissl.objectives.byol:BYOL",
     "simsiam": "multissl.objectives.simsiam:SimSiam",
@@ -35,6 +36,7 @@ OBJECTIVES: dict[str, str] = {
     "cpc": "multissl.objectives.cpc:CPC",
     "mae": "multissl.objectives.mae:MAE",
     "masked_frames": "multissl.objectives.masked_frames:MaskedFramePrediction",
+    "hubert": "multissl.objectives.hubert:HuBERT",
     "mlm": "multissl.objectives.mlm:MaskedLanguageModeling",
     "simcse": "multissl.objectives.simcse:SimCSE",
     "denoising_autoencoder": "multissl.objectives.autoencoding:DenoisingAutoencoder",
@@ -47,6 +49,7 @@ OBJECTIVES: dict[str, str] = {
     "distillation": "multissl.objectives.distillation:Distillation",
     # cross-modal
     "clip": "multissl.objectives.clip:CLIP",
+    "siglip": "multissl.objectives.siglip:SigLIP",
 }
 
 

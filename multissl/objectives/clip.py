@@ -101,11 +101,16 @@ class CLIP(Objective):
         """Joint-space embeddings [B, projection_dim] (L2-normalised) of one side's encoder inputs."""
         return self.project(side, self.side(side)[0](**inputs).pooled)
 
-    def forward(self, views_a: dict[str, Any], views_b: dict[str, Any]) -> ObjectiveOutput:
+    def joint_embeddings(self, views_a: dict[str, Any], views_b: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Both sides' joint-space embeddings [B, projection_dim] (L2-normalised) of one step's
+        views, through GradCache when ``chunk_size`` is set."""
         encoders = [cached or encoder for cached, encoder in zip(self.grad_caches, (self.encoder_a, self.encoder_b))]
         pooled = [encode(**(views["views"][0] if augment else views["inputs"])).pooled
                   for encode, views, augment in zip(encoders, (views_a, views_b), self.augment)]
-        z_a, z_b = self.project(0, pooled[0]), self.project(1, pooled[1])
+        return self.project(0, pooled[0]), self.project(1, pooled[1])
+
+    def forward(self, views_a: dict[str, Any], views_b: dict[str, Any]) -> ObjectiveOutput:
+        z_a, z_b = self.joint_embeddings(views_a, views_b)
         scale = self.logit_scale()
         if self.queue_a is None or self.queue_b is None:
             loss = clip_loss(z_a, z_b, scale)
