@@ -17,7 +17,9 @@ encoder takes as ``encoder(**inputs)``):
                    of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
                    -100 off the mask). Option ``mask_ratio``. Images add "grid" (rows, columns)
                    of the patches, and "keep_index" Long[B, T_keep] among the inputs: the visible
-                   patches a patch encoder (ViT) runs on alone (MAE).
+                   patches a patch encoder (ViT) runs on alone (MAE). Audio adds "clean_inputs":
+                   the same inputs unmasked (a labeler or teacher reading the clean clip), and the
+                   option ``targets`` ("mfcc": MFCCs with deltas, HuBERT's first targets).
 ``sequence``       {"inputs": Inputs, "valid": Bool[B, L]} ordered inputs for CPC (crops long
                    enough for K steps), "valid" True where position l of the inputs holds content;
                    or, for 2-D inputs (images), {"parts": list[Inputs], "grid": (rows, columns)}:

@@ -23,20 +23,28 @@ Views (``make_views``; every kind also carries "skipped" and, when present, "lab
 
     plain      {"inputs"}                                   whole padded clips, deterministic
     augmented  {"views": [Inputs] * num_views}              crop, gain, noise, shift (+SpecAugment)
-    masked     {"inputs" (+ "mask_time_indices"), "mask": Bool[B, T], "targets": Float[B, T, n_mels]}
+    masked     {"inputs" (+ "mask_time_indices"), "clean_inputs", "mask": Bool[B, T], "targets": Float[B, T, F]}
     sequence   {"inputs", "valid": Bool[B, L], "frame_mask": Bool[B, T]}   one ordered crop per clip (CPC)
 
 Options: augmented: ``num_views`` (2), ``crop_seconds``, ``policy`` ("default"; "simclr" and
 "byol" mean the same, audio has one policy and the image-only blur/solarize asymmetry has no
 audio counterpart; "dropout": ``num_views`` copies of one crop, for SimCSE-style dropout noise).
-masked: ``mask_ratio``, ``mask_span``. sequence: ``crop_seconds``, ``prediction_steps`` (an error
+masked: ``mask_ratio``, ``mask_span``, ``targets`` (below). sequence: ``crop_seconds``, ``prediction_steps`` (an error
 when the crops give too few frames to predict that far). Unknown options are errors.
 
 ``T`` is the encoder's frame count (``frame_geometry``, known once ``build_encoder`` ran). Masked
-targets are the clip's log-mel frames (n_mels bands, normalised per clip and band over its valid
-frames), averaged onto the encoder's frames: regression targets in the spirit of data2vec /
-MAE-AST reconstruction, computed from the clean clip. For spectrogram front ends the encoder frames
-are the spectrogram frames and the targets are the clean (unmasked) input features.
+targets (option ``targets``), computed from the clean clip:
+
+* None (default): the clip's log-mel frames (n_mels bands, normalised per clip and band over its
+  valid frames), averaged onto the encoder's frames: regression targets in the spirit of data2vec /
+  MAE-AST reconstruction. For spectrogram front ends the encoder frames are the spectrogram frames
+  and the targets are the clean (unmasked) input features.
+* "mfcc": HuBERT's first-iteration features (Hsu et al. 2021): n_mfcc MFCCs with their first and
+  second deltas (Kaldi's 5-frame regression, a clip's last frame repeated past its end), 3 * n_mfcc
+  values per frame, normalised per clip and value, averaged onto the encoder's frames.
+
+"clean_inputs" are the same encoder inputs without the mask (a labeler or teacher reading the
+clean clip: HuBERT, data2vec).
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ from domains.audio.augment import (
 from domains.audio.config import AudioConfig
 from domains.audio.encoders import AudioEncoder, build_audio_encoder
 from domains.audio.frames import IGNORE_INDEX, FrameGeometry, lengths_to_mask, map_frame_labels, pool_frames
-from domains.audio.frontends import SpectrogramFrontEnd
+from domains.audio.frontends import SpectrogramFrontEnd, with_deltas
 from domains.audio.loading import ROLES, decode_clip, describe_audio, load_audio_rows
 from domains.audio.masking import span_mask
 from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views
@@ -68,7 +76,7 @@ __all__ = ["AudioDomain"]
 _VIEW_OPTIONS = {
     "plain": set(),
     "augmented": {"num_views", "policy", "crop_seconds", "local_views"},
-    "masked": {"mask_ratio", "mask_span"},
+    "masked": {"mask_ratio", "mask_span", "targets"},
     "sequence": {"crop_seconds", "prediction_steps"},
 }
 _POLICIES = ("default", "simclr", "byol", "dropout")
@@ -99,6 +107,7 @@ class AudioDomain(Domain):
         self.on_bad_sample = "error"
         self.spectrogram = None if config.front_end == "waveform" else SpectrogramFrontEnd(config.front_end, config)
         self.target_front_end = SpectrogramFrontEnd("log_mel", config)
+        self.mfcc_front_end = SpectrogramFrontEnd("mfcc", config)
         #: 25 ms windows every 10 ms: the frames of phone alignments (100 frames/s)
         self.label_frame_geometry = FrameGeometry.window(round(0.025 * config.sample_rate), round(0.010 * config.sample_rate))
         self.frame_geometry: FrameGeometry | None = self.spectrogram.geometry if self.spectrogram is not None else None
@@ -258,19 +267,27 @@ class AudioDomain(Domain):
         mask_span = int(options.get("mask_span", config.mask_span))
         if not 0.0 < mask_ratio < 1.0 or mask_span < 1:
             raise ValueError(f"masked view: mask_ratio must lie in (0, 1) and mask_span >= 1, got {mask_ratio}, {mask_span}")
+        target_kind = options.get("targets")
+        if target_kind not in (None, "mfcc"):
+            raise ValueError(f"masked view: targets must be None (log-mel or the input features) or 'mfcc', "
+                             f"got {target_kind!r}")
         geometry, num_frames, valid_frames = self._encoder_frames(lengths, waveforms.shape[1])
         inputs = self.inputs(waveforms, lengths)
-        if self.spectrogram is not None:
+        if self.spectrogram is not None and target_kind is None:
             targets = inputs["input_features"].clone()
             has_target = inputs["attention_mask"].bool()
         else:
-            mel, mel_lengths = self.target_front_end(waveforms, lengths)
-            mel = normalize_frames(mel, mel_lengths)
-            valid_mel = lengths_to_mask(mel_lengths, mel.shape[1])
-            targets, has_target = pool_frames(mel, valid_mel, self.target_front_end.geometry, geometry, num_frames)
+            front_end = self.target_front_end if target_kind is None else self.mfcc_front_end
+            frames, frame_lengths = front_end(waveforms, lengths)
+            if target_kind == "mfcc":
+                frames = with_deltas(frames, frame_lengths)
+            frames = normalize_frames(frames, frame_lengths)
+            valid = lengths_to_mask(frame_lengths, frames.shape[1])
+            targets, has_target = pool_frames(frames, valid, front_end.geometry, geometry, num_frames)
         mask = span_mask(valid_frames, num_frames, mask_ratio, mask_span, generator) & has_target
+        clean = dict(inputs)
         inputs["mask_time_indices"] = mask
-        return {"inputs": inputs, "mask": mask, "targets": targets}
+        return {"inputs": inputs, "clean_inputs": clean, "mask": mask, "targets": targets}
 
     def _sequence_view(self, waveforms: Tensor, lengths: Tensor, options: dict, generator: torch.Generator) -> Views:
         crop_length = self.config.seconds_to_samples(float(options.get("crop_seconds", self.config.sequence_seconds)))

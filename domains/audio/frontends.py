@@ -7,7 +7,8 @@ hop=160 these are exactly the 100 frames/s of LibriSpeech phone alignments.
 
 ``log_mel``: log(mel power + 1e-6), [B, T, n_mels]. ``mfcc``: DCT-II (ortho) of that log-mel,
 [B, T, n_mfcc] (torchaudio ``MFCC(log_mels=True)``; its dB variant clamps to the batch maximum
-minus ``top_db``, which would make a row depend on the others).
+minus ``top_db``, which would make a row depend on the others). :func:`with_deltas` appends first
+and second deltas (HuBERT's 39-dimensional MFCC features with n_mfcc = 13).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from domains.audio.config import AudioConfig
 from domains.audio.frames import FrameGeometry, lengths_to_mask
 
-__all__ = ["SpectrogramFrontEnd", "LOG_OFFSET"]
+__all__ = ["SpectrogramFrontEnd", "LOG_OFFSET", "with_deltas"]
 
 #: added to mel power before the log, as torchaudio's MFCC(log_mels=True) does
 LOG_OFFSET = 1e-6
@@ -55,3 +56,23 @@ class SpectrogramFrontEnd(nn.Module):
             spectrum = torch.log(spectrum + LOG_OFFSET)
         features = spectrum.transpose(1, 2) * lengths_to_mask(frame_lengths, spectrum.shape[-1])[..., None]
         return features.contiguous(), frame_lengths
+
+
+def with_deltas(features: Tensor, frame_lengths: Tensor, window: int = 5) -> Tensor:
+    """[B, T, F] -> [B, T, 3F]: the features, their deltas and their delta-deltas (Kaldi's
+    ``add-deltas``: a ``window``-frame linear regression, ``torchaudio.functional.compute_deltas``,
+    the second order being the regression applied twice). As Kaldi, a clip's first and last frames
+    are repeated beyond its edges before either pass, so a row's values do not depend on how much
+    its batch padded it; frames past the end are zero."""
+    frames = features.shape[1]
+    if frames == 0:
+        return features.new_zeros(features.shape[0], 0, 3 * features.shape[2])
+    margin = 2 * (window // 2)  # the second pass reads first deltas this far beyond either edge
+    steps = torch.arange(-margin, frames + margin, device=features.device)
+    last = (frame_lengths.to(features.device) - 1).clamp(0, frames - 1)
+    edge = torch.minimum(steps.clamp_min(0)[None, :], last[:, None])
+    repeated = features.gather(1, edge[..., None].expand(-1, -1, features.shape[2])).transpose(1, 2)  # [B, F, T']
+    first = torchaudio.functional.compute_deltas(repeated, win_length=window)
+    second = torchaudio.functional.compute_deltas(first, win_length=window)
+    stacked = torch.cat([repeated, first, second], dim=1)[..., margin : margin + frames].transpose(1, 2)
+    return stacked * lengths_to_mask(frame_lengths.to(features.device), frames)[..., None]
