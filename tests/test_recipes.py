@@ -109,10 +109,10 @@ def test_recipe_runs_two_tiny_steps(path, shared_data, tmp_path):
     result = train(recipe, str(path))
     assert result.steps == 2
     assert all(l == l and abs(l) != float("inf") for l in result.losses), result.losses
-    cross_modal = {domain for o in recipe.objectives if o.name == "clip" for domain in o.domains}
+    cross_modal = {domain for o in recipe.objectives if o.name in ("clip", "siglip") for domain in o.domains}
     for name, folder in result.encoder_dirs.items():
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-        # a CLIP-trained encoder keeps its map into the joint space beside the transformers weights
+        # a CLIP- or SigLIP-trained encoder keeps its map into the joint space beside the transformers weights
         projection = load_joint_projection(folder)
         assert (projection is not None) == (name in cross_modal), (name, cross_modal)
         if projection is not None:
