@@ -305,6 +305,26 @@ def test_siglip_loss_matches_algorithm_1_in_any_tiling():
                                naive_siglip(inputs["a"], inputs["b"], 10.0, -10.0), **TOL)
 
 
+def test_siglip_loss_keeps_nothing_quadratic_in_the_batch_for_backward():
+    """Tiles are recomputed in backward: what autograd saves grows with N, not N^2."""
+    n, dim, block = 512, 8, 64
+    a, b = leaf(randn(n, dim, seed=1).float()), leaf(randn(n, dim, seed=2).float())
+    scale, bias = leaf(torch.tensor(10.0)), leaf(torch.tensor(-10.0))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        loss = siglip_loss(a, b, scale, bias, block_size=block)
+    loss.backward()
+    assert saved and max(saved) <= n * dim, sorted(saved)[-3:]
+    torch.testing.assert_close(loss.double(), naive_siglip_matrix(a.double(), b.double(), 10.0, -10.0), **TOL)
+
+
+def naive_siglip_matrix(a, b, scale, bias):
+    """Algorithm 1 with the whole N x N matrix (a larger check than the loops afford)."""
+    logits = scale * torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T + bias
+    labels = 2 * torch.eye(len(a), dtype=a.dtype) - 1
+    return -torch.nn.functional.logsigmoid(labels * logits).sum(dim=1).mean()
+
+
 def test_spectral_contrastive_matches_the_official_estimate():
     z1, z2 = randn(6, 5, seed=1), randn(6, 5, seed=2)
     z1[0] *= 0.1  # one row inside the sqrt(mu) ball: kept as it is
