@@ -1,4 +1,4 @@
-"""Cross-modal quality at an equal CPU budget: CLIP between images and text, and images and speech.
+"""Cross-modal quality at an equal CPU budget: CLIP (and SigLIP) between images and text, and images and speech.
 
 Two tasks, every contender of a task trained in the same invocation for the same
 ``--budget-cpu-seconds`` of process CPU time and scored by the same code on the same held-out rows.
@@ -24,6 +24,11 @@ text -> image when the caption's own photo is). Contenders:
   ``log 100`` after each step, as ``open_clip_train`` does) and its weight-decay rule. This row
   compares the training machinery (loss, temperature, objective plumbing and per-step cost), not
   model architectures: only those differ;
+* ``multissl SigLIP (scratch)``: ``recipes/siglip-image-text.yaml`` with the same scaling
+  overrides: the same towers and projections from the same initial weights as the scratch CLIP
+  (checked), trained with SigLIP's pairwise sigmoid loss, learned t and b (from 10 and -10) and
+  the recipe's optimiser settings (AdamW betas (0.9, 0.95), weight decay 1e-4). A method beside
+  CLIP, not a peer: its notes say so where it scores below open_clip's CLIP;
 * ``random init``: the scratch model before its first step (every trained contender but the MiniLM
   one starts from exactly these weights; the script checks it), and ``chance``: the expected recall
   of a random ranking, text -> image ``k / 200``, image -> text ``1 - C(995, k) / C(1000, k)``.
@@ -82,6 +87,7 @@ FLICKR = SHARED_DATA / "pairs" / "flickr8k_1k"
 MNIST = SHARED_DATA / "image" / "mnist"
 FSDD = SHARED_DATA / "audio" / "fsdd" / "recordings"
 FLICKR_RECIPE = ROOT / "recipes" / "clip-image-text.yaml"
+SIGLIP_RECIPE = ROOT / "recipes" / "siglip-image-text.yaml"
 DIGITS_RECIPE = ROOT / "recipes" / "clip-image-audio.yaml"
 FLICKR_TEST_IMAGES = 200
 MNIST_HELD_OUT = 2000
@@ -93,7 +99,7 @@ DESCRIPTION = (
     "their photo); recall@1/5/10 image->text (a hit when any of the photo's 5 captions is in the top k) and "
     "text->image with `multissl.probes.retrieval_recall`. Contenders: multissl CLIP from random init (small ViT "
     "+ small BERT with a sentencepiece tokenizer trained on the training captions), multissl CLIP with an "
-    "all-MiniLM-L6-v2 text tower, open_clip's `ClipLoss` driving the same towers, projections, initial "
+    "all-MiniLM-L6-v2 text tower, multissl SigLIP from the same initial towers (pairwise sigmoid loss), open_clip's `ClipLoss` driving the same towers, projections, initial "
     "weights, data and budget in a plain loop (a comparison of training machinery), random init and chance. "
     "**MNIST-FSDD**: CLIP between MNIST images (8,000 of t10k, seeded stratified split) and spoken FSDD "
     "digits (takes 5-49) paired by label; zero-shot top-1 on 2,000 held-out images against class prototypes "
@@ -104,7 +110,8 @@ FLICKR_TASK = "Flickr8k-1k image-text retrieval (200 held-out photos, 1,000 capt
 DIGITS_TASK = "MNIST-FSDD zero-shot digits (cross-modal class prototypes)"
 
 #: the shipped recipe scaled to a CPU budget (``multissl train recipes/clip-image-text.yaml <these>``
-#: trains the same model); ``{...}`` fields are filled with this run's paths and seed
+#: trains the same model; ``siglip-image-text.yaml`` takes the same); ``{...}`` fields are filled with
+#: this run's paths and seed
 FLICKR_OVERRIDES = (
     "data.path={train_captions}",
     "data.columns={{image: image, text: caption}}",
@@ -227,20 +234,26 @@ def recipe_overrides(template: Sequence[str], **fields: Any) -> list[str]:
     return [item.format(**{k: str(v) for k, v in fields.items()}) for item in template]
 
 
+#: objectives this benchmark trains: CLIP and the objectives built on its two towers
+TWO_TOWER_OBJECTIVES = ("clip", "siglip")
+
+
 @dataclass
 class ClipRun:
     """One contender's trainable model: the engine's domains, aligned training rows, the SSLModel
-    holding the CLIP objective, and the recipe it came from."""
+    holding the CLIP (or SigLIP) objective, and the recipe it came from."""
 
     recipe: Any
     domains: dict[str, Any]
     dataset: Any
     model: Any  # multissl.train.SSLModel
     domain_names: tuple[str, str]
+    objective_name: str = "clip"
 
     @property
     def clip(self):
-        return self.model.objectives["clip"]
+        """The two-tower objective (``CLIP``, or ``SigLIP``, which is one: ``project``, towers, projections)."""
+        return self.model.objectives[self.objective_name]
 
 
 def build_clip_run(recipe_path: Path, overrides: Sequence[str], seed: int) -> ClipRun:
@@ -255,10 +268,10 @@ def build_clip_run(recipe_path: Path, overrides: Sequence[str], seed: int) -> Cl
     set_seed(seed)
     domains, dataset, _, model = build_run(recipe)
     spec = recipe.objectives[0]
-    if len(recipe.objectives) != 1 or spec.name != "clip":
-        raise ValueError(f"{recipe_path}: this benchmark trains one CLIP objective, the recipe has "
-                         f"{[o.name for o in recipe.objectives]}")
-    return ClipRun(recipe, domains, dataset, model, tuple(spec.domains))
+    if len(recipe.objectives) != 1 or spec.name not in TWO_TOWER_OBJECTIVES:
+        raise ValueError(f"{recipe_path}: this benchmark trains one objective of {list(TWO_TOWER_OBJECTIVES)}, "
+                         f"the recipe has {[o.name for o in recipe.objectives]}")
+    return ClipRun(recipe, domains, dataset, model, tuple(spec.domains), spec.name)
 
 
 def column(dataset: Any, name: str) -> Tensor:
@@ -316,7 +329,7 @@ def make_views(run: ClipRun, raw: dict[str, Any], step_index: int) -> tuple[dict
     from multissl.train import view_generator
 
     generator = view_generator(torch.device("cpu"), run.recipe.train.seed, step_index, 0, 0)
-    views = run.model.make_views(run.domains, raw, generator)["clip"]
+    views = run.model.make_views(run.domains, raw, generator)[run.objective_name]
     return views[0], views[1]
 
 
@@ -379,7 +392,7 @@ def multissl_step(run: ClipRun, stream: BatchStream) -> Callable[[float], StepRe
         nonlocal done
         views = make_views(run, stream.next(), done)
         schedule.set(progress)
-        loss, _, _ = optimisation_step(accelerator, model, optimizer, schedule, {"clip": views}, done + 1,
+        loss, _, _ = optimisation_step(accelerator, model, optimizer, schedule, {run.objective_name: views}, done + 1,
                                        run.recipe.train.grad_clip)
         done += 1
         for objective in objectives:
@@ -463,6 +476,17 @@ def check_same_start(run: ClipRun, reference: dict[str, Tensor], contender: str)
     assert_same_start(run.clip.state_dict(), reference, contender, "the reference weights")
 
 
+def check_same_towers(run: ClipRun, reference: dict[str, Tensor], contender: str) -> None:
+    """A contender with another two-tower objective (SigLIP) starts from the reference's towers and
+    projections; only the loss's own parameters (temperature, bias) differ."""
+    from bench._quality import assert_same_start
+
+    def towers(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v for k, v in state.items() if k.startswith(("encoder_", "projection_"))}
+
+    assert_same_start(towers(run.clip.state_dict()), towers(reference), contender, "the reference towers")
+
+
 # -------------------------------------------------------------------------------------- evaluation
 
 
@@ -541,6 +565,7 @@ class Outcome:
     epochs: float | None
     description: str
     start: str = ""  # contenders with the same start share architecture and initial weights
+    loss: str = "CLIP"  # the method trained: a gap to a contender of another loss is a method difference
 
     def training(self) -> dict[str, Any]:
         if self.report is None:
@@ -603,7 +628,11 @@ def _losing_notes(ours: Outcome, metric: str, value: float, others: dict[str, Ou
         else:
             theirs_trained = (f"{other.report.steps} steps at "
                               f"{other.report.cpu_seconds / max(other.report.steps, 1):.2f} CPU s/step")
-            if other.start == ours.start:
+            if other.loss != ours.loss:
+                detail += (f"; measured: {trained} for multissl vs {theirs_trained} for {name}, from the same towers "
+                           f"with another loss ({ours.loss} vs {other.loss}): a difference between methods, not "
+                           "between implementations of one")
+            elif other.start == ours.start:
                 detail += (f"; measured: {trained} for multissl vs {theirs_trained} for {name}, from the same initial "
                            "weights, data order, views and schedule: the gap is the steps each got within the budget "
                            "plus float-level differences between two implementations of the same loss")
@@ -627,6 +656,7 @@ class Settings:
     minilm: bool
     max_steps: int | None
     output: Path
+    siglip: bool = True
 
 
 def _train(name: str, make_step: Callable[[ClipRun, BatchStream], Callable[[float], StepResult]], run: ClipRun,
@@ -654,10 +684,10 @@ def run_flickr(settings: Settings, workdir: Path) -> tuple[list[Outcome], dict[s
     setup = "ViT 4x128 (64 px, patch 8) + BERT 2x128 (own sentencepiece), projections 128, batch 128"
 
     def add(contender: str, run: ClipRun, report: TrainingReport | None, epochs: float | None, description: str,
-            start: str = "scratch") -> None:
+            start: str = "scratch", loss: str = "CLIP") -> None:
         scores = flickr_recall(run, files, split.text_to_image)
         print(f"{contender}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-        outcomes.append(Outcome(FLICKR_TASK, contender, scores, report, epochs, description, start))
+        outcomes.append(Outcome(FLICKR_TASK, contender, scores, report, epochs, description, start, loss))
 
     run = build_clip_run(FLICKR_RECIPE, overrides, settings.seed)
     reference = initial_state(run)
@@ -674,6 +704,16 @@ def run_flickr(settings: Settings, workdir: Path) -> tuple[list[Outcome], dict[s
         "open_clip.loss.ClipLoss with open_clip's logit_scale in a plain loop: compares training machinery")
     del peer
 
+    if settings.siglip:
+        siglip = build_clip_run(SIGLIP_RECIPE, overrides, settings.seed)
+        check_same_towers(siglip, reference, "multissl SigLIP (scratch)")
+        report, epochs = _train("multissl SigLIP (scratch)", multissl_step, siglip, settings)
+        add("multissl SigLIP (scratch)", siglip, report, epochs,
+            f"{setup}; the scratch towers and projections trained with SigLIP's pairwise sigmoid loss (t, b learned "
+            "from 10, -10; AdamW betas (0.9, 0.95), weight decay 1e-4 as recipes/siglip-image-text.yaml)",
+            loss="SigLIP")
+        del siglip
+
     if settings.minilm:
         minilm = build_clip_run(FLICKR_RECIPE, minilm_overrides, settings.seed)
         report, epochs = _train("multissl CLIP (MiniLM text)", multissl_step, minilm, settings)
@@ -688,6 +728,7 @@ def run_flickr(settings: Settings, workdir: Path) -> tuple[list[Outcome], dict[s
     outcomes.append(Outcome(FLICKR_TASK, "chance", chance, None, None,
                             "expected recall of a random ranking (exact: k/200 and 1 - C(995,k)/C(1000,k))"))
     info = {"recipe": str(FLICKR_RECIPE.relative_to(ROOT)), "overrides": [_portable(o) for o in overrides],
+            "siglip_recipe": str(SIGLIP_RECIPE.relative_to(ROOT)),
             "minilm_overrides": [_portable(o) for o in recipe_overrides(MINILM_OVERRIDES)],
             "train_images": len(split.train_images), "train_pairs": len(split.train_rows),
             "test_images": len(split.test_images), "test_captions": num_captions,
@@ -751,13 +792,15 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--tasks", nargs="+", choices=("flickr", "digits"), default=["flickr", "digits"])
     parser.add_argument("--no-minilm", dest="minilm", action="store_false",
                         help="leave out the MiniLM-initialised contender")
+    parser.add_argument("--no-siglip", dest="siglip", action="store_false",
+                        help="leave out the SigLIP contender")
     parser.add_argument("--max-steps", type=int, default=None, help="also stop each contender after this many steps")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "quality_crossmodal.json",
                         help="results file (default bench/results/quality_crossmodal.json)")
     args = parser.parse_args(argv)
     budget = args.budget_cpu_seconds if args.budget_cpu_seconds is not None else (25.0 if args.quick else 420.0)
     return Settings(budget, args.quick, args.threads, args.seed, tuple(args.tasks), args.minilm, args.max_steps,
-                    args.output)
+                    args.output, args.siglip)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -787,7 +830,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         budget={"quick": settings.quick, "cpu_seconds_per_contender": settings.budget_cpu_seconds,
                 "clock": "time.process_time (all threads of the process)", "threads": settings.threads,
                 "max_steps": settings.max_steps, "wall_seconds": round(time.perf_counter() - started, 1)},
-        settings={"tasks": list(settings.tasks), "minilm_contender": settings.minilm, "precision": "fp32",
+        settings={"tasks": list(settings.tasks), "minilm_contender": settings.minilm,
+                  "siglip_contender": settings.siglip, "precision": "fp32",
                   "data_loading": "in-process (num_workers=0), inside the budget", **task_info},
         notes=[
             "Every trained contender of a task runs in this one invocation, for the same CPU seconds, evaluated "
@@ -795,6 +839,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "The open_clip row shares everything with multissl CLIP (towers, projections, initial weights, data "
             "order, views, optimiser, schedule) except the loss, the temperature parameter and the training step: "
             "it measures the training machinery, not a model.",
+            "multissl SigLIP shares the scratch CLIP's towers, projections and initial weights (checked), data order "
+            "and views; its loss, temperature and bias and its recipe's AdamW settings differ: it compares methods.",
             "Zero-shot digits: no image label trains the classifier; class templates come from the other modality "
             "(held-out FSDD takes 0-4 for images; held-out MNIST images for audio).",
         ],
