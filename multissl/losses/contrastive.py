@@ -659,7 +659,7 @@ def masked_frame_contrastive(context: Tensor, targets: Tensor, mask: Tensor, tem
 def masked_cluster_prediction(predictions: Tensor, codewords: Tensor, targets: Tensor, mask: Tensor,
                               temperature: float | Tensor = 0.1) -> Tensor:
     """HuBERT's masked prediction of cluster ids (Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov, Mohamed
-    2021, arXiv:2106.07447, sections II.B-C), with the paper's cosine logits.
+    2021, arXiv:2106.07447, section II), with the paper's cosine logits.
 
     ``predictions`` [B, T, P]: the projected encoder outputs ``A o_t``; ``codewords`` [C, P]: the
     embedding ``e_c`` of each of the C clusters; ``targets`` Long[B, T]: each frame's cluster id
