@@ -43,6 +43,12 @@ a view (``Objective.view_requests`` returns one request per domain, in recipe or
 
 Every view dict may also carry "labels" (Long[B]) when the dataset has a label column, and the
 raw batch's "skipped" count passes through so the engine can log it.
+
+Every view dict of every domain also carries "indices" (Long[B]) when the rows are numbered (every
+domain's ``load`` adds ``row_index``, the row's position in the rows it loaded): a stable id per
+training sample, row b of the batch (bad samples skipped at collation are left out of it too).
+Methods with a memory bank (instance discrimination, PIRL, CMC) index the bank with it. It is per
+collated row: views that repeat rows (the rotation task's ``all_rotations``) keep B ids.
 """
 
 from __future__ import annotations

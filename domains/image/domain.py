@@ -68,6 +68,8 @@ class ImageDomain(Domain):
         # pretext views use "labels" for the pretext target; dataset labels pass through elsewhere
         if request.kind != "pretext" and batch.get("labels") is not None:
             result["labels"] = batch["labels"]
+        if batch.get("indices") is not None:  # the rows' sample ids (memory banks)
+            result["indices"] = batch["indices"]
         result["skipped"] = batch.get("skipped", 0)
         return result
 
