@@ -1,10 +1,11 @@
-"""Small building blocks that objectives compose: heads, predictors, the EMA teacher, queues,
-learnable temperatures, shuffle-BN and global BN, GradCache, k-means, position codes and the
+"""Small building blocks that objectives compose: heads, predictors, the EMA teacher, queues, the
+memory bank, learnable temperatures, shuffle-BN and global BN, GradCache, k-means, position codes and the
 positive-pair accuracy. Methods live in :mod:`multissl.objectives`; what two methods share lives
 here, once."""
 
 from multissl.modules.gradcache import GradCache, grad_cache_or_none
 from multissl.modules.heads import Predictor, ProjectedEncoder, ProjectionHead
+from multissl.modules.memory_bank import MemoryBank
 from multissl.modules.metrics import positive_accuracy
 from multissl.modules.momentum import MomentumEncoder, cosine_momentum, momentum_update
 from multissl.modules.normalization import (
@@ -26,6 +27,7 @@ __all__ = [
     "momentum_update",
     "cosine_momentum",
     "MomentumQueue",
+    "MemoryBank",
     "LearnableTemperature",
     "SplitBatchNorm",
     "GlobalBatchNorm",
