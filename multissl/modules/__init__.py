@@ -5,7 +5,7 @@ here, once."""
 
 from multissl.modules.gradcache import GradCache, grad_cache_or_none
 from multissl.modules.heads import Predictor, ProjectedEncoder, ProjectionHead
-from multissl.modules.memory_bank import MemoryBank
+from multissl.modules.memory_bank import MemoryBank, sample_ids
 from multissl.modules.metrics import positive_accuracy
 from multissl.modules.momentum import MomentumEncoder, cosine_momentum, momentum_update
 from multissl.modules.normalization import (
@@ -28,6 +28,7 @@ __all__ = [
     "cosine_momentum",
     "MomentumQueue",
     "MemoryBank",
+    "sample_ids",
     "LearnableTemperature",
     "SplitBatchNorm",
     "GlobalBatchNorm",

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multissl import distributed
+from multissl.losses import cross_entropy_at_positives, memory_bank_nce
 
-__all__ = ["MemoryBank", "uniform_draws"]
+__all__ = ["MemoryBank", "uniform_draws", "sample_ids"]
 
 _MASK31 = (1 << 31) - 1
 # odd multipliers below 2^31: every product of two 31-bit values stays below 2^62 (no int64 overflow)
@@ -151,6 +152,17 @@ class MemoryBank(nn.Module):
         moved = self.momentum * self.features[rows] + (1.0 - self.momentum) * values
         self.features.index_copy_(0, rows, F.normalize(moved, dim=1))
 
+    def loss(self, scores: Tensor, kind: str = "nce") -> Tensor:
+        """The loss of ``scores`` [n, 1 + m] against this bank (column 0 the own row): "nce",
+        :func:`~multissl.losses.memory_bank_nce` with this bank's Z (set from these scores the first
+        time), or "softmax", the cross-entropy over the m + 1 sampled rows with the own row as the
+        target (CMC's ``--softmax``, VISSL's ``cross_entropy``). Both are means over the global batch."""
+        if kind == "nce":
+            return memory_bank_nce(scores, self.size, self.normalizer_from(scores))
+        if kind == "softmax":
+            return cross_entropy_at_positives(scores.clone(), scores.new_zeros(scores.shape[0], dtype=torch.long))
+        raise ValueError(f"memory-bank loss must be 'nce' or 'softmax', got {kind!r}")
+
     def _check_indices(self, indices: Tensor) -> None:
         if indices.dim() != 1 or indices.is_floating_point():
             raise ValueError(f"indices must be an integer [n] tensor, got {indices.dtype} {tuple(indices.shape)}")
@@ -162,3 +174,11 @@ class MemoryBank(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}, momentum={self.momentum}"
+
+
+def sample_ids(views: dict, method: str) -> Tensor:
+    """The views' sample ids ("indices" Long[B]), or an error saying why ``method`` needs them."""
+    if views.get("indices") is None:
+        raise ValueError(f"{method} indexes its memory bank by sample id, and these views carry no 'indices': "
+                         "load the rows through the domain (its load numbers them as row_index)")
+    return views["indices"]

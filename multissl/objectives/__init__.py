@@ -47,6 +47,8 @@ OBJECTIVES: dict[str, str] = {
     "distillation": "multissl.objectives.distillation:Distillation",
     # cross-modal
     "clip": "multissl.objectives.clip:CLIP",
+    # memory-bank family (one stored feature per training sample)
+    "instance_discrimination": "multissl.objectives.instance_discrimination:InstanceDiscrimination",
 }
 
 
