@@ -102,11 +102,26 @@ def test_sample_puts_the_own_row_first_and_draws_fresh_noise_each_call():
     assert first.shape == (3, 65) and first[:, 0].tolist() == [5, 999, 0]
     assert not torch.equal(first[:, 1:], second[:, 1:]) and int(bank.draws) == 2
     embeddings = torch.randn(3, 4, requires_grad=True)
-    scores = bank.scores(embeddings, first, temperature=0.1)
     expected = torch.stack([bank.features[first[b]] @ embeddings[b] / 0.1 for b in range(3)])
+    scores = bank.scores(embeddings, first, temperature=0.1)  # 1000 rows: the drawn rows gathered
     torch.testing.assert_close(scores, expected)
     scores.sum().backward()
     assert embeddings.grad is not None and not bank.features.requires_grad
+
+
+def test_a_small_bank_is_scored_whole_and_an_update_after_scoring_leaves_backward_intact():
+    bank = MemoryBank(10, 4)
+    indices = torch.tensor([5, 9, 0])
+    rows = bank.sample(indices, 64)  # 10 x (4 + 3) rows + scores < 3 x 65 x 4 gathered values
+    embeddings = torch.randn(3, 4, requires_grad=True)
+    expected = torch.stack([bank.features[rows[b]] @ embeddings[b] / 0.1 for b in range(3)]).detach()
+    before = bank.features.clone()
+    scores = bank.scores(embeddings, rows, 0.1)
+    torch.testing.assert_close(scores, expected)
+    bank.update(torch.randn(3, 4), indices)  # in place, as the objectives do before backward
+    (scores * torch.arange(65.0)).sum().backward()
+    expected_grad = torch.stack([(before[rows[b]] * torch.arange(65.0)[:, None]).sum(0) / 0.1 for b in range(3)])
+    torch.testing.assert_close(embeddings.grad, expected_grad)
 
 
 def test_normalizer_is_set_once_from_the_first_scores():

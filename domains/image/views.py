@@ -7,7 +7,8 @@ Each builder turns ``images`` uint8 [B, C, H, W] into the kind's dict; pixels be
 ``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size)
 ``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C],
                "grid": (rows, columns)}
-``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}
+``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}; option ``views``
+               adds "views": augmented views of the same rows (PIRL)
 ``corrupted``  {"inputs": {"pixel_values"}, "targets": Tensor, "mask": Bool or None}; colorization also
                "target_weights", "values" and "class_values" (see :func:`colorization_view`)
 """
@@ -154,7 +155,26 @@ def patch_grid_views(images: Tensor, config: ImageConfig, request: ViewRequest,
 
 def pretext_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                   generator: torch.Generator) -> dict[str, Any]:
-    options = _options(request, dict(task=None, all_rotations=False))
+    options = _options(request, dict(task=None, all_rotations=False, views=0, policy="simclr"))
+    result = _pretext_parts(images, config, options, generator)
+    return _with_augmented_views(result, images, config, options, generator)
+
+
+def _with_augmented_views(result: dict[str, Any], images: Tensor, config: ImageConfig, options: dict[str, Any],
+                          generator: torch.Generator) -> dict[str, Any]:
+    """PIRL (Misra & van der Maaten 2019) contrasts the image with its jigsaw tiles: option ``views``
+    adds that many augmented views of the same rows (policy ``policy``) under "views"."""
+    count = int(options["views"])
+    if count < 0:
+        raise ValueError(f"pretext option views must be >= 0, got {count}")
+    if count:
+        request = ViewRequest("augmented", {"num_views": count, "policy": options["policy"]})
+        result["views"] = augmented_views(images, config, request, generator)["views"]
+    return result
+
+
+def _pretext_parts(images: Tensor, config: ImageConfig, options: dict[str, Any],
+                   generator: torch.Generator) -> dict[str, Any]:
     task = options["task"]
     unit = to_unit_range(images)
     batch = unit.shape[0]

@@ -113,12 +113,21 @@ class MemoryBank(nn.Module):
 
     def scores(self, embeddings: Tensor, rows: Tensor, temperature: float) -> Tensor:
         """``[n, k]``: ``v_{rows[b, j]}^T embeddings[b] / temperature`` (float32; the bank's rows carry
-        no gradient, the embeddings [n, dim] do). The embeddings are used as given: normalise them."""
+        no gradient, the embeddings [n, dim] do). The embeddings are used as given: normalise them.
+
+        The official codes gather the rows ([n, k, dim], 4 GB at 256 x 32,000 x 128) and multiply;
+        where that is larger than a copy of the bank plus the scores of every row ([size, dim] +
+        [n, size]), the drawn rows are picked from those instead (the same values, to float
+        rounding). The copy is what backward reads, since :meth:`update` writes in place."""
         if embeddings.dim() != 2 or embeddings.shape[1] != self.dim:
             raise ValueError(f"embeddings must be [n, {self.dim}], got {tuple(embeddings.shape)}")
-        stored = self.features[rows.reshape(-1)].view(*rows.shape, self.dim)
+        n, k = rows.shape
         with torch.autocast(embeddings.device.type, enabled=False):
-            return torch.einsum("nkd,nd->nk", stored, embeddings.float()) / temperature
+            anchors = embeddings.float() / temperature
+            if self.size * (self.dim + n) <= n * k * self.dim:
+                return (anchors @ self.features.clone().T).gather(1, rows)
+            stored = self.features[rows.reshape(-1)].view(n, k, self.dim)
+            return torch.einsum("nkd,nd->nk", stored, anchors)
 
     @torch.no_grad()
     def normalizer_from(self, scores: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ OBJECTIVES: dict[str, str] = {
     "clip": "multissl.objectives.clip:CLIP",
     # memory-bank family (one stored feature per training sample)
     "instance_discrimination": "multissl.objectives.instance_discrimination:InstanceDiscrimination",
+    "pirl": "multissl.objectives.pirl:PIRL",
 }
 
 
