@@ -184,6 +184,13 @@ class ImageConfig:
     vit_position_embedding: "learned" (ViT's) or "sincos": fixed 2-D sine-cosine positions (MAE,
                     MoCo v3).
     vit_freeze_patch_embedding: keep a ViT's random patch projection frozen (MoCo v3's stabiliser).
+    color_space:    what every view feeds the encoder: "rgb" (the decoded channels, normalised with
+                    ``mean``/``std``), or the CIE L*a*b* "L" (1 channel) or "ab" (2 channels) of the
+                    RGB pixels after augmentation, normalised as CMC's code does (to about [-1, 1]:
+                    L by 50 around 50, a and b by half their sRGB range around its middle): CMC's two
+                    views of an image (Tian et al. 2019), one image domain each. Needs channels=3;
+                    the encoder takes ``input_channels``. A saved encoder records it for ``multissl
+                    probe``; its ``transformers`` image processor does not convert to Lab.
     """
 
     image_size: int = 32
@@ -199,6 +206,7 @@ class ImageConfig:
     image_root: str | None = None
     vit_position_embedding: Literal["learned", "sincos"] = "learned"
     vit_freeze_patch_embedding: bool = False
+    color_space: Literal["rgb", "L", "ab"] = "rgb"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
 
@@ -207,6 +215,8 @@ class ImageConfig:
         self.pretext = _from_mapping(PretextConfig, self.pretext, "pretext")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.color_space != "rgb" and self.channels != 3:
+            raise ValueError(f"color_space {self.color_space!r} is computed from RGB: it needs channels=3")
         if self.image_size < 2:
             raise ValueError(f"image_size must be at least 2, got {self.image_size}")
         if self.resize not in ("center_crop", "stretch"):
@@ -244,6 +254,11 @@ class ImageConfig:
         if len(values) == 3 and self.channels == 1:
             return (sum(w * v for w, v in zip(_LUMA, values)),)
         raise ValueError(f"{name} has {len(values)} values for {self.channels} channels: {values}")
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of what the views feed the encoder: ``channels`` in RGB, 1 for L, 2 for ab."""
+        return {"rgb": self.channels, "L": 1, "ab": 2}[self.color_space]
 
     @property
     def local_size(self) -> int:

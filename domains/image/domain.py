@@ -33,7 +33,7 @@ class ImageDomain(Domain):
     roles: ClassVar[tuple[str, ...]] = ROLES
     view_kinds: ClassVar[tuple[str, ...]] = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted")
     preprocessing_fields: ClassVar[tuple[str, ...]] = ("image_size", "channels", "mean", "std", "resize", "resample",
-                                                       "patch_size")
+                                                       "patch_size", "color_space")
 
     def __init__(self, config: ImageConfig | None = None) -> None:
         super().__init__(config)

@@ -1,10 +1,12 @@
 """The image domain's view kinds (contract: ``multissl.views``), on whole uint8 batches on device.
 
 Each builder turns ``images`` uint8 [B, C, H, W] into the kind's dict; pixels become floats in
-[0, 1], are transformed, then normalised with the domain's mean and std. Keys produced:
+[0, 1], are transformed, then normalised with the domain's mean and std (or turned into the L or
+ab channels of CIE L*a*b*, ``ImageConfig.color_space``). Keys produced:
 
 ``plain``      {"inputs": {"pixel_values"}}
-``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size)
+``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size);
+               option ``replay`` leaves the generator where it was (CMC's shared crop)
 ``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C],
                "grid": (rows, columns)}
 ``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}; option ``views``
@@ -48,8 +50,26 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.to(torch.float32).div_(255)
 
 
+#: CMC's normalisation of L*a*b* (its train_CMC.py): the middle and half the range of each channel
+#: over sRGB (L in [0, 100], a in [-86.183, 98.233], b in [-107.857, 94.478])
+LAB_MEAN = ((0 + 100) / 2, (-86.183 + 98.233) / 2, (-107.857 + 94.478) / 2)
+LAB_STD = ((100 - 0) / 2, (86.183 + 98.233) / 2, (107.857 + 94.478) / 2)
+_LAB_CHANNELS = {"L": slice(0, 1), "ab": slice(1, 3)}
+
+
+def lab_channels(images: Tensor, color_space: str) -> Tensor:
+    """RGB [B, 3, H, W] in [0, 1] -> CMC's normalised L (1 channel) or ab (2 channels) of CIE L*a*b*."""
+    if images.shape[1] != 3:
+        raise ValueError(f"color_space {color_space!r} needs RGB images, got {images.shape[1]} channel(s)")
+    channels = _LAB_CHANNELS[color_space]
+    lab = rgb_to_lab(images)[:, channels]
+    return normalize(lab, LAB_MEAN[channels], LAB_STD[channels])
+
+
 def _normalized(images: Tensor, config: ImageConfig) -> Tensor:
     assert config.mean is not None and config.std is not None
+    if config.color_space != "rgb":
+        return lab_channels(images, config.color_space)
     if images.shape[1] != len(config.mean):
         raise ValueError(f"images have {images.shape[1]} channels, the domain is configured for {len(config.mean)}")
     return normalize(images, config.mean, config.std)
@@ -85,7 +105,22 @@ def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: 
 
 def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                     generator: torch.Generator) -> dict[str, Any]:
-    options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size))
+    """Option ``replay``: draw from a copy of the generator, leaving it where it was, so that the
+    next request (another image domain of the same objective, on the same rows) draws the same
+    crops: CMC's L and ab views of one crop, each domain converting it to its own color_space."""
+    options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size,
+                                     replay=False))
+    if not options["replay"]:
+        return _augmented_views(images, config, options, generator)
+    state = generator.get_state()
+    try:
+        return _augmented_views(images, config, options, generator)
+    finally:
+        generator.set_state(state)
+
+
+def _augmented_views(images: Tensor, config: ImageConfig, options: dict[str, Any],
+                     generator: torch.Generator) -> dict[str, Any]:
     num_views, local_views = int(options["num_views"]), int(options["local_views"])
     if num_views < 1 or local_views < 0:
         raise ValueError(f"need num_views >= 1 and local_views >= 0, got {num_views}, {local_views}")
@@ -190,8 +225,10 @@ def _pretext_parts(images: Tensor, config: ImageConfig, options: dict[str, Any],
         permutations = jigsaw_permutations(config.pretext.jigsaw_permutations)
         tiles, labels = jigsaw_tiles(unit, permutations, config.pretext.jigsaw_tile_fraction, config.tile_size,
                                      generator)
-        tiles = _standardize_tiles(tiles) if config.pretext.standardize_tiles else \
-            _normalized(tiles.flatten(0, 1), config).view_as(tiles)
+        normalized = _normalized(tiles.flatten(0, 1), config)
+        normalized = normalized.view(*tiles.shape[:2], *normalized.shape[1:])
+        tiles = _standardize_tiles(tiles if config.color_space == "rgb" else normalized) \
+            if config.pretext.standardize_tiles else normalized
         return {"parts": [{"pixel_values": tiles[:, i]} for i in range(tiles.shape[1])], "labels": labels,
                 "num_classes": permutations.shape[0]}
     if task == "relative_position":

@@ -50,6 +50,7 @@ OBJECTIVES: dict[str, str] = {
     # memory-bank family (one stored feature per training sample)
     "instance_discrimination": "multissl.objectives.instance_discrimination:InstanceDiscrimination",
     "pirl": "multissl.objectives.pirl:PIRL",
+    "cmc": "multissl.objectives.cmc:CMC",
 }
 
 
