@@ -6,7 +6,10 @@ ab channels of CIE L*a*b*, ``ImageConfig.color_space``). Keys produced:
 
 ``plain``      {"inputs": {"pixel_values"}}
 ``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size);
-               option ``replay`` leaves the generator where it was (CMC's shared crop)
+               policies "simclr", "byol", "randaugment" (Cubuk et al. 2020), "dropout"; option
+               ``replay`` leaves the generator where it was (CMC's shared crop); option ``mix``
+               ("mixup" | "cutmix", ``mix_alpha``) mixes the first view with a partner row and adds
+               "mix_partner" Long[B] and "mix_lambda" Float[B] (the weight of the row's own image)
 ``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C],
                "grid": (rows, columns)}
 ``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}; option ``views``
@@ -32,7 +35,9 @@ from .config import ImageConfig
 from .corruption import add_noise, inpainting_masks
 from .geometry import crop_resize, sample_crop_boxes
 from .masking import mae_masks, patchify
+from .mixing import MIXES, mix
 from .pretext import jigsaw_permutations, jigsaw_tiles, relative_position_tiles, rotate_quarter_turns
+from .randaugment import randaugment
 
 __all__ = ["plain_views", "augmented_views", "masked_views", "pretext_views", "corrupted_views", "view_recipes",
            "to_unit_range"]
@@ -98,7 +103,7 @@ def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: 
         globals_ = [ViewRecipe(config.image_size, replace(settings, blur_probability=blur, solarize_probability=solar))
                     for blur, solar in zip(settings.byol_blur_probability, settings.byol_solarize_probability)]
     else:
-        raise ValueError(f"unknown augmentation policy {policy!r}; known: 'simclr', 'byol', 'dropout'")
+        raise ValueError(f"unknown augmentation policy {policy!r}; known: 'simclr', 'byol', 'randaugment', 'dropout'")
     local = ViewRecipe(local_size, replace(settings, crop_scale=settings.local_crop_scale))
     return globals_ + [local] * local_views
 
@@ -109,7 +114,7 @@ def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
     next request (another image domain of the same objective, on the same rows) draws the same
     crops: CMC's L and ab views of one crop, each domain converting it to its own color_space."""
     options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size,
-                                     replay=False))
+                                     replay=False, mix="none", mix_alpha=1.0))
     if not options["replay"]:
         return _augmented_views(images, config, options, generator)
     state = generator.get_state()
@@ -130,8 +135,42 @@ def _augmented_views(images: Tensor, config: ImageConfig, options: dict[str, Any
             raise ValueError("policy 'dropout' makes identical copies; it takes no local_views")
         pixels = _normalized(unit, config)
         return {"views": [{"pixel_values": pixels.clone()} for _ in range(num_views)]}
-    recipes = view_recipes(config, options["policy"], num_views, local_views, int(options["local_size"]))
-    return {"views": [{"pixel_values": _normalized(augment(unit, recipe, generator), config)} for recipe in recipes]}
+    if options["policy"] == "randaugment":
+        views = randaugment_views(unit, config, num_views, local_views, int(options["local_size"]), generator)
+    else:
+        recipes = view_recipes(config, options["policy"], num_views, local_views, int(options["local_size"]))
+        views = [augment(unit, recipe, generator) for recipe in recipes]
+    result: dict[str, Any] = {}
+    if options["mix"] != "none":
+        views[0], result["mix_partner"], result["mix_lambda"] = _mixed(views[0], options, generator)
+    result["views"] = [{"pixel_values": _normalized(view, config)} for view in views]
+    return result
+
+
+def randaugment_views(unit: Tensor, config: ImageConfig, num_views: int, local_views: int, local_size: int,
+                      generator: torch.Generator) -> list[Tensor]:
+    """Policy "randaugment" (Cubuk et al. 2020): each view a random resized crop and flip (the
+    augment settings' crop_scale, crop_ratio, flip_probability; locals at local_crop_scale), then
+    RandAugment's N operations at magnitude M (``ImageConfig.randaugment``), each sample its own
+    operation per layer. Floats in [0, 1]."""
+    batch, _, height, width = unit.shape
+    settings, views = config.augment, []
+    for index in range(num_views + local_views):
+        local = index >= num_views
+        boxes = sample_crop_boxes(batch, height, width, settings.local_crop_scale if local else settings.crop_scale,
+                                  settings.crop_ratio, generator, unit.device)
+        flip = draws.bernoulli(generator, settings.flip_probability, (batch,), unit.device)
+        cropped = crop_resize(unit, boxes, local_size if local else config.image_size, flip)
+        views.append(randaugment(cropped, config.randaugment, generator))
+    return views
+
+
+def _mixed(view: Tensor, options: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Option ``mix`` ("mixup" | "cutmix", ``mix_alpha``) on the first view, in [0, 1] pixels:
+    (mixed view, "mix_partner" Long[B], "mix_lambda" Float[B]), see :mod:`domains.image.mixing`."""
+    if options["mix"] not in MIXES:
+        raise ValueError(f"augmented view option mix must be 'none', 'mixup' or 'cutmix', got {options['mix']!r}")
+    return mix(view, options["mix"], float(options["mix_alpha"]), generator)
 
 
 def masked_views(images: Tensor, config: ImageConfig, request: ViewRequest,

@@ -12,6 +12,7 @@ from .contrastive import (
     cpc,
     cpc_accuracy,
     cross_entropy_at_positives,
+    imix_info_nce,
     info_nce,
     masked_frame_contrastive,
     nt_xent,

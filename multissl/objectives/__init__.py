@@ -24,6 +24,7 @@ OBJECTIVES: dict[str, str] = {
     "moco_v3": "multissl.objectives.moco:MoCoV3",
     "nnclr": "multissl.objectives.nnclr:NNCLR",
     "supcon": "multissl.objectives.supcon:SupCon",
+    "imix": "multissl.objectives.imix:IMix",
     # non-contrastive and clustering
     "byol": "multissl.objectives.byol:BYOL",
     "simsiam": "multissl.objectives.simsiam:SimSiam",
