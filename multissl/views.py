@@ -10,8 +10,12 @@ encoder takes as ``encoder(**inputs)``):
 ``augmented``      {"views": list[Inputs]}  ``num_views`` independently augmented views of each row,
                    random parameters drawn per sample. Options: ``num_views`` (2), ``policy``
                    ("simclr", "byol": asymmetric blur/solarize; "dropout": identical copies for
-                   SimCSE, dropout in the encoder makes them differ), ``local_views`` (multi-crop:
-                   globals first, then locals at ``local_size``).
+                   SimCSE, dropout in the encoder makes them differ; images also "randaugment"),
+                   ``local_views`` (multi-crop: globals first, then locals at ``local_size``).
+                   Images: ``mix`` ("mixup" | "cutmix", ``mix_alpha``) mixes the first view of
+                   row b with row "mix_partner"[b] (Long[B], a row of the same batch) and adds
+                   "mix_lambda" (Float[B], the weight of row b's own image); ``replay`` leaves the
+                   generator where it was, so the next request draws the same crops.
 ``masked``         {"inputs": Inputs, "mask": Bool[B, T], "targets": Tensor} mask True on the
                    positions to predict (patches, frames, tokens); targets per position (pixels
                    of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
@@ -45,6 +49,12 @@ a view (``Objective.view_requests`` returns one request per domain, in recipe or
 
 Every view dict may also carry "labels" (Long[B]) when the dataset has a label column, and the
 raw batch's "skipped" count passes through so the engine can log it.
+
+Every view dict of every domain also carries "indices" (Long[B]) when the rows are numbered (every
+domain's ``load`` adds ``row_index``, the row's position in the rows it loaded): a stable id per
+training sample, row b of the batch (bad samples skipped at collation are left out of it too).
+Methods with a memory bank (instance discrimination, PIRL, CMC) index the bank with it. It is per
+collated row: views that repeat rows (the rotation task's ``all_rotations``) keep B ids.
 """
 
 from __future__ import annotations

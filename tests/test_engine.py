@@ -109,6 +109,9 @@ RESUME_OBJECTIVES = [
     pytest.param({"name": "simclr", "domains": ["image"], "options": {"projection_dim": 16}}, id="simclr"),
     pytest.param({"name": "moco_v2", "domains": ["image"], "options": {"queue_size": 48, "projection_dim": 16}},
                  id="moco_v2-queue-and-ema"),
+    pytest.param({"name": "instance_discrimination", "domains": ["image"],
+                  "options": {"bank_size": 80, "projection_dim": 16, "num_negatives": 32}},
+                 id="instance_discrimination-memory-bank"),
 ]
 
 

@@ -5,6 +5,7 @@ Raw batch (``collate``, CPU)::
     {"waveforms": Float[B, L] mono at sample_rate, zero-padded to the longest clip,
      "lengths": Long[B] valid samples, "skipped": int,
      "labels": Long[B], "speakers": Long[B]          (when the rows have label / speaker),
+     "indices": Long[B]                              (each row's row_index: memory banks' sample ids),
      "frame_labels": Long[B, T]                     (aligned_frames data, see below)}
 
 ``frame_labels`` come aligned to the encoder's frames: T is the number of ``frame_geometry``
@@ -18,8 +19,8 @@ they stay at the label rate, 100 frames/s.
     waveform:        {"input_values": Float[B, L], "attention_mask": Long[B, L]}
     log_mel / mfcc:  {"input_features": Float[B, T, F], "attention_mask": Long[B, T]}
 
-Views (``make_views``; every kind also carries "skipped" and, when present, "labels" and
-"speakers"; "plain" and "masked" keep the whole clip, so they also carry "frame_labels")::
+Views (``make_views``; every kind also carries "skipped" and, when present, "labels",
+"speakers" and "indices"; "plain" and "masked" keep the whole clip, so they also carry "frame_labels")::
 
     plain      {"inputs"}                                   whole padded clips, deterministic
     augmented  {"views": [Inputs] * num_views}              crop, gain, noise, shift (+SpecAugment)
@@ -67,7 +68,7 @@ from domains.audio.config import AudioConfig
 from domains.audio.encoders import AudioEncoder, build_audio_encoder
 from domains.audio.frames import IGNORE_INDEX, FrameGeometry, lengths_to_mask, map_frame_labels, pool_frames
 from domains.audio.frontends import SpectrogramFrontEnd, with_deltas
-from domains.audio.loading import ROLES, decode_clip, describe_audio, load_audio_rows
+from domains.audio.loading import ROLES, ROW_INDEX, decode_clip, describe_audio, load_audio_rows
 from domains.audio.masking import span_mask
 from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views
 
@@ -142,7 +143,7 @@ class AudioDomain(Domain):
         config = self.config
         max_samples = config.seconds_to_samples(config.max_seconds) if config.max_seconds is not None else None
         waves: list[Tensor] = []
-        kept: dict[str, list[Any]] = {"labels": [], "speakers": [], "frame_labels": []}
+        kept: dict[str, list[Any]] = {"labels": [], "speakers": [], "frame_labels": [], "indices": []}
         skipped = 0
         for index, row in enumerate(rows):
             try:
@@ -159,7 +160,9 @@ class AudioDomain(Domain):
                 skipped += 1
                 continue
             waves.append(wave)
-            for key, value in (("labels", labels), ("speakers", speaker), ("frame_labels", frame_labels)):
+            index_value = int(row[ROW_INDEX]) if ROW_INDEX in row else None
+            for key, value in (("labels", labels), ("speakers", speaker), ("frame_labels", frame_labels),
+                               ("indices", index_value)):
                 if value is not None:
                     kept[key].append(value)
 
@@ -172,6 +175,8 @@ class AudioDomain(Domain):
             batch["labels"] = torch.tensor(kept["labels"], dtype=torch.long)
         if rows and "speaker" in rows[0]:
             batch["speakers"] = torch.tensor(kept["speakers"], dtype=torch.long)
+        if rows and all(ROW_INDEX in row for row in rows):
+            batch["indices"] = torch.tensor(kept["indices"], dtype=torch.long)
         if rows and "frame_labels" in rows[0]:
             batch["frame_labels"] = self._align_frame_labels(kept["frame_labels"], lengths, waveforms.shape[1])
         return batch
@@ -204,7 +209,7 @@ class AudioDomain(Domain):
         request.checked_options("audio", dict.fromkeys(_VIEW_OPTIONS[request.kind]))
         waveforms, lengths = batch["waveforms"], batch["lengths"].to(batch["waveforms"].device)
         views = getattr(self, f"_{request.kind}_view")(waveforms, lengths, request.options, generator)
-        for key in ("labels", "speakers") + (("frame_labels",) if request.kind in ("plain", "masked") else ()):
+        for key in ("labels", "speakers", "indices") + (("frame_labels",) if request.kind in ("plain", "masked") else ()):
             if key in batch:
                 views[key] = batch[key].to(waveforms.device)
         views["skipped"] = batch.get("skipped", 0)

@@ -18,9 +18,10 @@ torchcodec + FFmpeg in datasets 5, so audio stays as paths or bytes (``Audio(dec
 decoded with ``soundfile`` and resampled with ``torchaudio.functional.resample`` at collation.
 
 Rows leave :func:`load_audio_rows` with one column per role: ``audio`` (path, bytes or struct),
-and where present ``label``, ``speaker`` (ints) and ``frame_labels`` (list of ints). Order of the
-row operations: split (slice) -> ``filename_pattern`` columns -> class names -> ``where`` filter ->
-string classes to ids -> roles -> ``limit``.
+and where present ``label``, ``speaker`` (ints) and ``frame_labels`` (list of ints), plus
+``row_index`` (the row's position in the loaded rows). Order of the row operations: split (slice)
+-> ``filename_pattern`` columns -> class names -> ``where`` filter -> string classes to ids -> roles
+-> ``limit`` -> ``row_index``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from multissl.domain import BadSampleError, DataConfig, resolve_role_columns
 __all__ = [
     "AUDIO_EXTENSIONS",
     "ROLES",
+    "ROW_INDEX",
     "load_audio_rows",
     "list_audio_files",
     "read_frame_labels",
@@ -54,6 +56,8 @@ __all__ = [
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+#: each row's position in the loaded rows (error messages, memory banks' sample ids)
+ROW_INDEX = "row_index"
 #: column roles a DataConfig.columns mapping may name
 ROLES = ("audio", "label", "speaker", "frame_labels")
 _CLASS_ROLES = ("label", "speaker")
@@ -295,7 +299,16 @@ def load_audio_rows(data: DataConfig, config: AudioConfig):
     dataset = _to_roles(dataset, columns)
     if data.limit is not None:
         dataset = dataset.take(data.limit) if data.streaming else dataset.select(range(min(data.limit, len(dataset))))
-    return dataset
+    return _numbered(dataset)
+
+
+def _numbered(dataset):
+    """Add ``row_index``: each row's position in the loaded rows (the sample id memory banks use)."""
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.map(lambda _row, index: {ROW_INDEX: index}, with_indices=True)
+    return dataset.add_column(ROW_INDEX, np.arange(len(dataset)))
 
 
 def _absolute_paths(base: str):

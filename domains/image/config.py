@@ -1,8 +1,8 @@
 """Typed settings of the image domain (filled by recipes under ``domain.options``).
 
-Three small dataclasses: :class:`ImageConfig` (geometry, normalisation, masking) holds an
-:class:`AugmentConfig` (SimCLR-family strengths) and a :class:`PretextConfig` (jigsaw, relative
-position, inpainting, denoising). Nested groups may be given as plain dicts (YAML); unknown keys are
+Small dataclasses: :class:`ImageConfig` (geometry, normalisation, masking) holds an
+:class:`AugmentConfig` (SimCLR-family strengths), a :class:`PretextConfig` (jigsaw, relative
+position, inpainting, denoising) and a ``RandAugmentConfig`` (N ops at magnitude M). Nested groups may be given as plain dicts (YAML); unknown keys are
 errors that name the key.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from multissl.options import build
+
+from .randaugment import RandAugmentConfig
 
 __all__ = ["ImageConfig", "AugmentConfig", "PretextConfig", "NORMALIZATION_STATISTICS"]
 
@@ -184,6 +186,15 @@ class ImageConfig:
     vit_position_embedding: "learned" (ViT's) or "sincos": fixed 2-D sine-cosine positions (MAE,
                     MoCo v3).
     vit_freeze_patch_embedding: keep a ViT's random patch projection frozen (MoCo v3's stabiliser).
+    randaugment:    N operations at magnitude M of the ``augmented`` view's policy "randaugment"
+                    (:class:`~domains.image.randaugment.RandAugmentConfig`).
+    color_space:    what every view feeds the encoder: "rgb" (the decoded channels, normalised with
+                    ``mean``/``std``), or the CIE L*a*b* "L" (1 channel) or "ab" (2 channels) of the
+                    RGB pixels after augmentation, normalised as CMC's code does (to about [-1, 1]:
+                    L by 50 around 50, a and b by half their sRGB range around its middle): CMC's two
+                    views of an image (Tian et al. 2019), one image domain each. Needs channels=3;
+                    the encoder takes ``input_channels``. A saved encoder records it for ``multissl
+                    probe``; its ``transformers`` image processor does not convert to Lab.
     """
 
     image_size: int = 32
@@ -199,14 +210,19 @@ class ImageConfig:
     image_root: str | None = None
     vit_position_embedding: Literal["learned", "sincos"] = "learned"
     vit_freeze_patch_embedding: bool = False
+    color_space: Literal["rgb", "L", "ab"] = "rgb"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
+    randaugment: RandAugmentConfig = field(default_factory=RandAugmentConfig)
 
     def __post_init__(self) -> None:
         self.augment = _from_mapping(AugmentConfig, self.augment, "augment")
         self.pretext = _from_mapping(PretextConfig, self.pretext, "pretext")
+        self.randaugment = _from_mapping(RandAugmentConfig, self.randaugment, "randaugment")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.color_space != "rgb" and self.channels != 3:
+            raise ValueError(f"color_space {self.color_space!r} is computed from RGB: it needs channels=3")
         if self.image_size < 2:
             raise ValueError(f"image_size must be at least 2, got {self.image_size}")
         if self.resize not in ("center_crop", "stretch"):
@@ -244,6 +260,11 @@ class ImageConfig:
         if len(values) == 3 and self.channels == 1:
             return (sum(w * v for w, v in zip(_LUMA, values)),)
         raise ValueError(f"{name} has {len(values)} values for {self.channels} channels: {values}")
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of what the views feed the encoder: ``channels`` in RGB, 1 for L, 2 for ab."""
+        return {"rgb": self.channels, "L": 1, "ab": 2}[self.color_space]
 
     @property
     def local_size(self) -> int:

@@ -33,7 +33,7 @@ class ImageDomain(Domain):
     roles: ClassVar[tuple[str, ...]] = ROLES
     view_kinds: ClassVar[tuple[str, ...]] = ("plain", "augmented", "masked", "sequence", "pretext", "corrupted")
     preprocessing_fields: ClassVar[tuple[str, ...]] = ("image_size", "channels", "mean", "std", "resize", "resample",
-                                                       "patch_size")
+                                                       "patch_size", "color_space")
 
     def __init__(self, config: ImageConfig | None = None) -> None:
         super().__init__(config)
@@ -68,6 +68,8 @@ class ImageDomain(Domain):
         # pretext views use "labels" for the pretext target; dataset labels pass through elsewhere
         if request.kind != "pretext" and batch.get("labels") is not None:
             result["labels"] = batch["labels"]
+        if batch.get("indices") is not None:  # the rows' sample ids (memory banks)
+            result["indices"] = batch["indices"]
         result["skipped"] = batch.get("skipped", 0)
         return result
 

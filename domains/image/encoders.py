@@ -225,7 +225,7 @@ def _preset_config(config: EncoderConfig, image: ImageConfig) -> PreTrainedModel
         raise ValueError(f"unknown image architecture {config.architecture!r}; known: {sorted(_PRESETS)}")
     if config.size not in presets:
         raise ValueError(f"unknown {config.architecture} size {config.size!r}; known: {sorted(presets)}")
-    settings: dict[str, Any] = dict(num_channels=image.channels, **presets[config.size])
+    settings: dict[str, Any] = dict(num_channels=image.input_channels, **presets[config.size])
     if config.architecture == "vit":
         config_class: type = ViTConfig
         settings.update(image_size=image.image_size, patch_size=image.patch_size)
@@ -257,17 +257,17 @@ def input_geometry(encoder: Encoder, image: ImageConfig) -> InputGeometry:
     try:
         size = image.image_size
         parameter = next(encoder.parameters())
-        zeros = torch.zeros(1, image.channels, size, size, device=parameter.device, dtype=parameter.dtype)
+        zeros = torch.zeros(1, image.input_channels, size, size, device=parameter.device, dtype=parameter.dtype)
         positions = encoder(pixel_values=zeros).sequence.shape[1]
     finally:
         encoder.train(was_training)
     if isinstance(encoder, ViTEncoder):
         patch = int(encoder.model.config.patch_size)
-        return InputGeometry(image.channels, (size, size), (size // patch, size // patch), patch)
+        return InputGeometry(image.input_channels, (size, size), (size // patch, size // patch), patch)
     side = math.isqrt(positions)  # square inputs make square feature maps
     if side * side != positions:
         raise ValueError(f"the encoder's {positions} feature positions are not a square grid")
-    return InputGeometry(image.channels, (size, size), (side, side))
+    return InputGeometry(image.input_channels, (size, size), (side, side))
 
 
 def build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:
@@ -324,9 +324,9 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
             f"{config.name_or_path}: model type {hf_config.model_type!r} is not an image encoder of this domain;"
             f" supported: {sorted(_PRESETS)}"
         )
-    if hf_config.num_channels != image.channels:
+    if hf_config.num_channels != image.input_channels:
         raise ValueError(
-            f"{config.name_or_path} takes {hf_config.num_channels} channels, the domain makes {image.channels}: "
+            f"{config.name_or_path} takes {hf_config.num_channels} channels, the domain makes {image.input_channels}: "
             f"set the image domain's channels={hf_config.num_channels} (multissl probe reads it from the folder)"
         )
     if hf_config.model_type == "vit":

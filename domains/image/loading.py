@@ -242,7 +242,8 @@ def _idx_dataset(data: DataConfig) -> datasets.Dataset:
 def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sample: str = "error",
                    image_root: str | None = None) -> dict[str, Any]:
     """Decode and stack rows: {"images": uint8 [B, C, S, S], "labels": Long[B] (when rows have labels),
-    "skipped": int}. Relative file paths are read from ``image_root``.
+    "indices": Long[B] (each kept row's ``row_index``, when every row has one), "skipped": int}.
+    Relative file paths are read from ``image_root``.
 
     A row that cannot be used raises :class:`BadSampleError` naming its row index (and file), or,
     under ``on_bad_sample="skip"``, is dropped, logged and counted in "skipped".
@@ -251,8 +252,10 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
         raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
     images: list[Tensor] = []
     labels: list[int] = []
+    indices: list[int] = []
     skipped = 0
     with_labels = any(LABEL in row for row in rows)
+    with_indices = bool(rows) and all(ROW_INDEX in row for row in rows)
     for position, row in enumerate(rows):
         if IMAGE not in row:
             raise KeyError(f"row has no {IMAGE!r} field (fields: {sorted(row)}); load it with ImageDomain.load")
@@ -269,6 +272,8 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
         images.append(image)
         if label is not None:
             labels.append(label)
+        if with_indices:
+            indices.append(int(row[ROW_INDEX]))
     side = config.image_size
     batch: dict[str, Any] = {
         "images": torch.stack(images) if images else torch.empty(0, config.channels, side, side, dtype=torch.uint8),
@@ -276,6 +281,8 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
     }
     if with_labels:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    if with_indices:
+        batch["indices"] = torch.tensor(indices, dtype=torch.long)
     return batch
 
 

@@ -1,13 +1,19 @@
 """The image domain's view kinds (contract: ``multissl.views``), on whole uint8 batches on device.
 
 Each builder turns ``images`` uint8 [B, C, H, W] into the kind's dict; pixels become floats in
-[0, 1], are transformed, then normalised with the domain's mean and std. Keys produced:
+[0, 1], are transformed, then normalised with the domain's mean and std (or turned into the L or
+ab channels of CIE L*a*b*, ``ImageConfig.color_space``). Keys produced:
 
 ``plain``      {"inputs": {"pixel_values"}}
-``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size)
+``augmented``  {"views": [{"pixel_values"}, ...]}  globals (image_size) first, then locals (local_size);
+               policies "simclr", "byol", "randaugment" (Cubuk et al. 2020), "dropout"; option
+               ``replay`` leaves the generator where it was (CMC's shared crop); option ``mix``
+               ("mixup" | "cutmix", ``mix_alpha``) mixes the first view with a partner row and adds
+               "mix_partner" Long[B] and "mix_lambda" Float[B] (the weight of the row's own image)
 ``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C],
                "grid": (rows, columns)}
-``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}
+``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}; option ``views``
+               adds "views": augmented views of the same rows (PIRL)
 ``corrupted``  {"inputs": {"pixel_values"}, "targets": Tensor, "mask": Bool or None}; colorization also
                "target_weights", "values" and "class_values" (see :func:`colorization_view`)
 """
@@ -29,7 +35,9 @@ from .config import ImageConfig
 from .corruption import add_noise, inpainting_masks
 from .geometry import crop_resize, sample_crop_boxes
 from .masking import mae_masks, patchify
+from .mixing import MIXES, mix
 from .pretext import jigsaw_permutations, jigsaw_tiles, relative_position_tiles, rotate_quarter_turns
+from .randaugment import randaugment
 
 __all__ = ["plain_views", "augmented_views", "masked_views", "pretext_views", "corrupted_views", "view_recipes",
            "to_unit_range"]
@@ -47,8 +55,26 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.to(torch.float32).div_(255)
 
 
+#: CMC's normalisation of L*a*b* (its train_CMC.py): the middle and half the range of each channel
+#: over sRGB (L in [0, 100], a in [-86.183, 98.233], b in [-107.857, 94.478])
+LAB_MEAN = ((0 + 100) / 2, (-86.183 + 98.233) / 2, (-107.857 + 94.478) / 2)
+LAB_STD = ((100 - 0) / 2, (86.183 + 98.233) / 2, (107.857 + 94.478) / 2)
+_LAB_CHANNELS = {"L": slice(0, 1), "ab": slice(1, 3)}
+
+
+def lab_channels(images: Tensor, color_space: str) -> Tensor:
+    """RGB [B, 3, H, W] in [0, 1] -> CMC's normalised L (1 channel) or ab (2 channels) of CIE L*a*b*."""
+    if images.shape[1] != 3:
+        raise ValueError(f"color_space {color_space!r} needs RGB images, got {images.shape[1]} channel(s)")
+    channels = _LAB_CHANNELS[color_space]
+    lab = rgb_to_lab(images)[:, channels]
+    return normalize(lab, LAB_MEAN[channels], LAB_STD[channels])
+
+
 def _normalized(images: Tensor, config: ImageConfig) -> Tensor:
     assert config.mean is not None and config.std is not None
+    if config.color_space != "rgb":
+        return lab_channels(images, config.color_space)
     if images.shape[1] != len(config.mean):
         raise ValueError(f"images have {images.shape[1]} channels, the domain is configured for {len(config.mean)}")
     return normalize(images, config.mean, config.std)
@@ -77,14 +103,29 @@ def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: 
         globals_ = [ViewRecipe(config.image_size, replace(settings, blur_probability=blur, solarize_probability=solar))
                     for blur, solar in zip(settings.byol_blur_probability, settings.byol_solarize_probability)]
     else:
-        raise ValueError(f"unknown augmentation policy {policy!r}; known: 'simclr', 'byol', 'dropout'")
+        raise ValueError(f"unknown augmentation policy {policy!r}; known: 'simclr', 'byol', 'randaugment', 'dropout'")
     local = ViewRecipe(local_size, replace(settings, crop_scale=settings.local_crop_scale))
     return globals_ + [local] * local_views
 
 
 def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                     generator: torch.Generator) -> dict[str, Any]:
-    options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size))
+    """Option ``replay``: draw from a copy of the generator, leaving it where it was, so that the
+    next request (another image domain of the same objective, on the same rows) draws the same
+    crops: CMC's L and ab views of one crop, each domain converting it to its own color_space."""
+    options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size,
+                                     replay=False, mix="none", mix_alpha=1.0))
+    if not options["replay"]:
+        return _augmented_views(images, config, options, generator)
+    state = generator.get_state()
+    try:
+        return _augmented_views(images, config, options, generator)
+    finally:
+        generator.set_state(state)
+
+
+def _augmented_views(images: Tensor, config: ImageConfig, options: dict[str, Any],
+                     generator: torch.Generator) -> dict[str, Any]:
     num_views, local_views = int(options["num_views"]), int(options["local_views"])
     if num_views < 1 or local_views < 0:
         raise ValueError(f"need num_views >= 1 and local_views >= 0, got {num_views}, {local_views}")
@@ -94,8 +135,42 @@ def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
             raise ValueError("policy 'dropout' makes identical copies; it takes no local_views")
         pixels = _normalized(unit, config)
         return {"views": [{"pixel_values": pixels.clone()} for _ in range(num_views)]}
-    recipes = view_recipes(config, options["policy"], num_views, local_views, int(options["local_size"]))
-    return {"views": [{"pixel_values": _normalized(augment(unit, recipe, generator), config)} for recipe in recipes]}
+    if options["policy"] == "randaugment":
+        views = randaugment_views(unit, config, num_views, local_views, int(options["local_size"]), generator)
+    else:
+        recipes = view_recipes(config, options["policy"], num_views, local_views, int(options["local_size"]))
+        views = [augment(unit, recipe, generator) for recipe in recipes]
+    result: dict[str, Any] = {}
+    if options["mix"] != "none":
+        views[0], result["mix_partner"], result["mix_lambda"] = _mixed(views[0], options, generator)
+    result["views"] = [{"pixel_values": _normalized(view, config)} for view in views]
+    return result
+
+
+def randaugment_views(unit: Tensor, config: ImageConfig, num_views: int, local_views: int, local_size: int,
+                      generator: torch.Generator) -> list[Tensor]:
+    """Policy "randaugment" (Cubuk et al. 2020): each view a random resized crop and flip (the
+    augment settings' crop_scale, crop_ratio, flip_probability; locals at local_crop_scale), then
+    RandAugment's N operations at magnitude M (``ImageConfig.randaugment``), each sample its own
+    operation per layer. Floats in [0, 1]."""
+    batch, _, height, width = unit.shape
+    settings, views = config.augment, []
+    for index in range(num_views + local_views):
+        local = index >= num_views
+        boxes = sample_crop_boxes(batch, height, width, settings.local_crop_scale if local else settings.crop_scale,
+                                  settings.crop_ratio, generator, unit.device)
+        flip = draws.bernoulli(generator, settings.flip_probability, (batch,), unit.device)
+        cropped = crop_resize(unit, boxes, local_size if local else config.image_size, flip)
+        views.append(randaugment(cropped, config.randaugment, generator))
+    return views
+
+
+def _mixed(view: Tensor, options: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Option ``mix`` ("mixup" | "cutmix", ``mix_alpha``) on the first view, in [0, 1] pixels:
+    (mixed view, "mix_partner" Long[B], "mix_lambda" Float[B]), see :mod:`domains.image.mixing`."""
+    if options["mix"] not in MIXES:
+        raise ValueError(f"augmented view option mix must be 'none', 'mixup' or 'cutmix', got {options['mix']!r}")
+    return mix(view, options["mix"], float(options["mix_alpha"]), generator)
 
 
 def masked_views(images: Tensor, config: ImageConfig, request: ViewRequest,
@@ -154,7 +229,26 @@ def patch_grid_views(images: Tensor, config: ImageConfig, request: ViewRequest,
 
 def pretext_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                   generator: torch.Generator) -> dict[str, Any]:
-    options = _options(request, dict(task=None, all_rotations=False))
+    options = _options(request, dict(task=None, all_rotations=False, views=0, policy="simclr"))
+    result = _pretext_parts(images, config, options, generator)
+    return _with_augmented_views(result, images, config, options, generator)
+
+
+def _with_augmented_views(result: dict[str, Any], images: Tensor, config: ImageConfig, options: dict[str, Any],
+                          generator: torch.Generator) -> dict[str, Any]:
+    """PIRL (Misra & van der Maaten 2019) contrasts the image with its jigsaw tiles: option ``views``
+    adds that many augmented views of the same rows (policy ``policy``) under "views"."""
+    count = int(options["views"])
+    if count < 0:
+        raise ValueError(f"pretext option views must be >= 0, got {count}")
+    if count:
+        request = ViewRequest("augmented", {"num_views": count, "policy": options["policy"]})
+        result["views"] = augmented_views(images, config, request, generator)["views"]
+    return result
+
+
+def _pretext_parts(images: Tensor, config: ImageConfig, options: dict[str, Any],
+                   generator: torch.Generator) -> dict[str, Any]:
     task = options["task"]
     unit = to_unit_range(images)
     batch = unit.shape[0]
@@ -170,8 +264,10 @@ def pretext_views(images: Tensor, config: ImageConfig, request: ViewRequest,
         permutations = jigsaw_permutations(config.pretext.jigsaw_permutations)
         tiles, labels = jigsaw_tiles(unit, permutations, config.pretext.jigsaw_tile_fraction, config.tile_size,
                                      generator)
-        tiles = _standardize_tiles(tiles) if config.pretext.standardize_tiles else \
-            _normalized(tiles.flatten(0, 1), config).view_as(tiles)
+        normalized = _normalized(tiles.flatten(0, 1), config)
+        normalized = normalized.view(*tiles.shape[:2], *normalized.shape[1:])
+        tiles = _standardize_tiles(tiles if config.color_space == "rgb" else normalized) \
+            if config.pretext.standardize_tiles else normalized
         return {"parts": [{"pixel_values": tiles[:, i]} for i in range(tiles.shape[1])], "labels": labels,
                 "num_classes": permutations.shape[0]}
     if task == "relative_position":

@@ -40,7 +40,8 @@ class TextDomain(Domain):
     """Sentences in, token tensors out.
 
     ``collate`` (CPU) -> {"input_ids": Long[B, T], "attention_mask": Long[B, T], "skipped": int,
-    "labels": Long[B] (label column), "scores": Float[B] (score column),
+    "labels": Long[B] (label column), "scores": Float[B] (score column), "indices": Long[B] (each
+    row's ``row_index``: memory banks' sample ids),
     "pair_input_ids"/"pair_attention_mask" (text_pair column), "negative_input_ids"/
     "negative_attention_mask" (hard_negative column)}: one fast-tokenizer call for all of them,
     padded to the longest (so every role shares T), truncated to ``max_length``.
@@ -58,7 +59,7 @@ class TextDomain(Domain):
     - ``masked``: {"inputs": Inputs with MLM replacements, "mask": Bool[B, T] selected positions,
       "targets": Long[B, T] original ids there and -100 elsewhere, "vocab_size": int}.
 
-    Every view dict also carries "skipped" and, when present, "labels" and "scores".
+    Every view dict also carries "skipped" and, when present, "labels", "scores" and "indices".
     """
 
     name = "text"
@@ -197,6 +198,8 @@ class TextDomain(Domain):
             batch["labels"] = torch.tensor([row["label"] for row in good], dtype=torch.long)
         if "score" in roles:
             batch["scores"] = torch.tensor([float(row["score"]) for row in good], dtype=torch.float32)
+        if rows and all(ROW_INDEX in row for row in rows):
+            batch["indices"] = torch.tensor([int(row[ROW_INDEX]) for row in good], dtype=torch.long)
         return batch
 
     # ------------------------------------------------------------------ views
@@ -214,7 +217,7 @@ class TextDomain(Domain):
         else:
             views = {"views": self._augmented(batch, inputs, request.options, generator)}
         views["skipped"] = batch.get("skipped", 0)
-        for key in ("labels", "scores"):
+        for key in ("labels", "scores", "indices"):
             if key in batch:
                 views[key] = batch[key]
         return views

@@ -12,6 +12,7 @@ from .contrastive import (
     cpc,
     cpc_accuracy,
     cross_entropy_at_positives,
+    imix_info_nce,
     info_nce,
     masked_cluster_prediction,
     masked_frame_contrastive,
@@ -23,7 +24,7 @@ from .contrastive import (
 )
 
 # --- similarity, redundancy reduction, metric learning, reconstruction ---
-from .metric import contrastive_pair, lifted_structured, n_pair, nce, triplet
+from .metric import contrastive_pair, lifted_structured, memory_bank_nce, n_pair, nce, triplet
 from .reconstruction import masked_reconstruction, masked_token_cross_entropy
 from .redundancy import BarlowTwinsTerms, VICRegTerms, barlow_twins, barlow_twins_terms, vicreg, vicreg_terms
 from .similarity import byol, distillation, simsiam, soft_cross_entropy

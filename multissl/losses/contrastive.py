@@ -51,7 +51,7 @@ from ._checks import (
 
 __all__ = ["cross_entropy_at_positives", "info_nce", "nt_xent", "clip_loss", "siglip_loss", "spectral_contrastive",
            "supcon", "soft_nearest_neighbors", "cpc", "cpc_accuracy", "masked_frame_contrastive",
-           "masked_cluster_prediction"]
+           "masked_cluster_prediction", "imix_info_nce"]
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -687,3 +687,40 @@ def masked_cluster_prediction(predictions: Tensor, codewords: Tensor, targets: T
     dtype = compute_dtype(predictions, codewords)
     logits = (_unit(predictions[mask], dtype) / temperature) @ _unit(codewords, dtype).T
     return cross_entropy_at_positives(logits, chosen)
+
+
+def imix_info_nce(query: Tensor, key: Tensor, partner: Tensor, lam: Tensor,
+                  temperature: float | Tensor = 0.2) -> Tensor:
+    """i-Mix on the N-pair / InfoNCE loss (Lee, Zhu, Sohn, Li, Shin & Lee 2021, "i-Mix: A
+    Domain-Agnostic Strategy for Contrastive Representation Learning", arXiv:2010.08887, sec. 3;
+    the official ``builder.py``, method "npair").
+
+    Each sample of the batch is its own class (a virtual label, one-hot over the batch). ``query``
+    [N, D] embeds mixed inputs ``lam_i x_i + (1 - lam_i) x_partner(i)``; ``key`` [N, D] embeds the
+    other, unmixed view of every sample; the query's virtual label mixes the same way,
+    ``lam_i e_i + (1 - lam_i) e_partner(i)``. With ``p_i = softmax_j(cos(q_i, k_j) / tau)`` over
+    every key of the (global) batch, the loss is the cross-entropy with the mixed label,
+
+        l_i = -lam_i log p_i[i] - (1 - lam_i) log p_i[partner(i)]
+
+    averaged over the global batch (the code's ``lam * CE(logits, i) + (1 - lam) * CE(logits,
+    partner)``). ``partner`` Long[N] indexes this rank's rows (the views mix within a process's
+    batch), ``lam`` Float[N] in [0, 1]. The official code scores each GPU's queries against its own
+    keys only; here the keys of every process are candidates, as in every InfoNCE of the toolkit.
+    """
+    check_float("query", query, 2)
+    check_float("key", key, 2)
+    check_rows("query", query, "key", key)
+    check_same_dim("query", query, "key", key)
+    check_labels("partner", partner, query.shape[0])
+    if lam.shape != (query.shape[0],) or not lam.is_floating_point():
+        raise ValueError(f"lam must be a floating tensor of shape ({query.shape[0]},), got {lam.dtype} {tuple(lam.shape)}")
+    check_positive("temperature", temperature)
+    dtype = compute_dtype(query, key)
+    keys, start = _gather_columns(_unit(key, dtype))
+    log_probabilities = torch.log_softmax((_unit(query, dtype) / temperature) @ keys.T, dim=1)
+    rows = torch.arange(query.shape[0], device=query.device)
+    own = log_probabilities[rows, start + rows]
+    mixed_in = log_probabilities[rows, start + partner]
+    lam = lam.to(dtype)
+    return global_mean(-(lam * own + (1 - lam) * mixed_in))

@@ -1,4 +1,5 @@
-"""Metric-learning losses: DrLIM contrastive pairs, triplet, N-pair, lifted structured, and NCE.
+"""Metric-learning losses: DrLIM contrastive pairs, triplet, N-pair, lifted structured, NCE, and
+NCE against a memory bank (instance discrimination, PIRL, CMC).
 
 Per-row (per-pair, per-triplet, per-sample) terms are reduced with
 :func:`multissl.distributed.global_mean`: every rank returns the mean over the global batch and
@@ -28,7 +29,7 @@ from ._checks import (
     compute_dtype,
 )
 
-__all__ = ["contrastive_pair", "triplet", "n_pair", "lifted_structured", "nce"]
+__all__ = ["contrastive_pair", "triplet", "n_pair", "lifted_structured", "nce", "memory_bank_nce"]
 
 # Distances are sqrt(max(squared, _TINY)): the gradient of sqrt at 0 is infinite, and two
 # coincident embeddings have no preferred direction to be pushed apart in.
@@ -195,3 +196,37 @@ def nce(
     g_noise = log_model_at_noise - log_noise_at_noise - log_ratio
     return global_mean(-F.logsigmoid(g_data)) + noise_ratio * global_mean(-F.logsigmoid(-g_noise))
 
+
+
+def memory_bank_nce(scores: Tensor, num_items: int, normalizer: float | Tensor) -> Tensor:
+    """NCE's approximation of the non-parametric softmax over a memory bank (Wu, Xiong, Yu & Lin
+    2018, "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", eq. 2, 5-7),
+    as their ``lemniscate`` code computes it (``NCEAverage`` + ``NCECriterion``); CMC (Tian et al.
+    2019) and PIRL (Misra & van der Maaten 2019, in VISSL) use the same code.
+
+    ``scores`` [n, 1 + m]: ``v^T f / tau`` of each of this rank's n embeddings f (unit norm) against
+    the bank rows drawn for it: column 0 its own sample's row (the data), columns 1..m noise rows
+    drawn uniformly from the ``num_items`` rows of the bank. The softmax probability is estimated
+    with a constant partition function, ``P(i|f) = exp(v_i^T f / tau) / Z`` (eq. 6: ``normalizer``
+    Z, estimated once from the first batch, ``n E[exp(v^T f / tau)]``; not differentiated), the noise
+    is uniform ``P_n = 1 / num_items``, and with ``h(i, f) = P(i|f) / (P(i|f) + m P_n)`` the loss is
+
+        J = -1/n sum_b [ log h(i_b, f_b) + sum_{j = 1..m} log(1 - h(j_b, f_b)) ]        (eq. 7)
+
+    which is :func:`nce` with noise ratio m (``G = log P(i|f) - log(m P_n)``): the mean over the
+    global batch. The official ``NCECriterion`` adds ``eps = 1e-7`` inside both logs; this is the
+    exact formula (log-sigmoids), which differs by about ``1e-7 / (P + m P_n)`` per term. The
+    paper's proximal term on the bank (eq. 10) is not in the official code, nor here.
+    """
+    check_float("scores", scores, 2)
+    if scores.shape[1] < 2:
+        raise ValueError(f"scores must hold the positive and at least one noise column, got shape {tuple(scores.shape)}")
+    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+        raise ValueError(f"num_items must be a positive int, got {num_items!r}")
+    check_positive("normalizer", normalizer)
+    noise_ratio = scores.shape[1] - 1
+    log_model = scores.to(compute_dtype(scores)) - torch.log(torch.as_tensor(normalizer, dtype=compute_dtype(scores),
+                                                                             device=scores.device)).detach()
+    log_noise = torch.full_like(log_model, -math.log(num_items))
+    return nce(log_model[:, 0], log_noise[:, 0], log_model[:, 1:].reshape(-1), log_noise[:, 1:].reshape(-1),
+               noise_ratio=float(noise_ratio))

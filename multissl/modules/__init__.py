@@ -1,11 +1,12 @@
-"""Small building blocks that objectives compose: heads, predictors, the EMA teacher, queues,
-learnable temperatures, shuffle-BN and global BN, GradCache, k-means, MoCHi's hard-negative
-mixing, position codes and the positive-pair accuracy. Methods live in :mod:`multissl.objectives`;
-what two methods share lives here, once."""
+"""Small building blocks that objectives compose: heads, predictors, the EMA teacher, queues, the
+memory bank, learnable temperatures, shuffle-BN and global BN, GradCache, k-means, MoCHi's
+hard-negative mixing, position codes and the positive-pair accuracy. Methods live in
+:mod:`multissl.objectives`; what two methods share lives here, once."""
 
 from multissl.modules.gradcache import GradCache, grad_cache_or_none
 from multissl.modules.hard_negatives import mix_hard_negatives
 from multissl.modules.heads import Predictor, ProjectedEncoder, ProjectionHead
+from multissl.modules.memory_bank import MemoryBank, sample_ids
 from multissl.modules.metrics import positive_accuracy
 from multissl.modules.momentum import MomentumEncoder, cosine_momentum, momentum_update
 from multissl.modules.normalization import (
@@ -28,6 +29,8 @@ __all__ = [
     "cosine_momentum",
     "MomentumQueue",
     "mix_hard_negatives",
+    "MemoryBank",
+    "sample_ids",
     "LearnableTemperature",
     "SplitBatchNorm",
     "GlobalBatchNorm",

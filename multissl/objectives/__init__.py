@@ -25,6 +25,7 @@ OBJECTIVES: dict[str, str] = {
     "nnclr": "multissl.objectives.nnclr:NNCLR",
     "supcon": "multissl.objectives.supcon:SupCon",
     "spectral_contrastive": "multissl.objectives.spectral_contrastive:SpectralContrastive",
+    "imix": "multissl.objectives.imix:IMix",
     # non-contrastive and clustering
     "byol": "multissl.objectives.byol:BYOL",
     "simsiam": "multissl.objectives.simsiam:SimSiam",
@@ -50,6 +51,10 @@ OBJECTIVES: dict[str, str] = {
     # cross-modal
     "clip": "multissl.objectives.clip:CLIP",
     "siglip": "multissl.objectives.siglip:SigLIP",
+    # memory-bank family (one stored feature per training sample)
+    "instance_discrimination": "multissl.objectives.instance_discrimination:InstanceDiscrimination",
+    "pirl": "multissl.objectives.pirl:PIRL",
+    "cmc": "multissl.objectives.cmc:CMC",
 }
 
 
