@@ -23,13 +23,15 @@ Views (``make_views``; every kind also carries "skipped" and, when present, "lab
 
     plain      {"inputs"}                                   whole padded clips, deterministic
     augmented  {"views": [Inputs] * num_views}              crop, gain, noise, shift (+SpecAugment)
-    masked     {"inputs" (+ "mask_time_indices"), "mask": Bool[B, T], "targets": Float[B, T, n_mels]}
+    masked     {"inputs" (+ "mask_time_indices"), "mask": Bool[B, T], "targets": Float[B, T, n_mels],
+                "clean": the same inputs without the mask (a teacher's: data2vec)}
     sequence   {"inputs", "valid": Bool[B, L], "frame_mask": Bool[B, T]}   one ordered crop per clip (CPC)
 
 Options: augmented: ``num_views`` (2), ``crop_seconds``, ``policy`` ("default"; "simclr" and
 "byol" mean the same, audio has one policy and the image-only blur/solarize asymmetry has no
 audio counterpart; "dropout": ``num_views`` copies of one crop, for SimCSE-style dropout noise).
-masked: ``mask_ratio``, ``mask_span``. sequence: ``crop_seconds``, ``prediction_steps`` (an error
+masked: ``mask_ratio``, ``mask_span``, ``mask_token`` (true only: masked frames are always replaced
+in place by the encoder's learned embedding). sequence: ``crop_seconds``, ``prediction_steps`` (an error
 when the crops give too few frames to predict that far). Unknown options are errors.
 
 ``T`` is the encoder's frame count (``frame_geometry``, known once ``build_encoder`` ran). Masked
@@ -68,7 +70,7 @@ __all__ = ["AudioDomain"]
 _VIEW_OPTIONS = {
     "plain": set(),
     "augmented": {"num_views", "policy", "crop_seconds", "local_views"},
-    "masked": {"mask_ratio", "mask_span"},
+    "masked": {"mask_ratio", "mask_span", "mask_token"},
     "sequence": {"crop_seconds", "prediction_steps"},
 }
 _POLICIES = ("default", "simclr", "byol", "dropout")
@@ -258,6 +260,9 @@ class AudioDomain(Domain):
         mask_span = int(options.get("mask_span", config.mask_span))
         if not 0.0 < mask_ratio < 1.0 or mask_span < 1:
             raise ValueError(f"masked view: mask_ratio must lie in (0, 1) and mask_span >= 1, got {mask_ratio}, {mask_span}")
+        if options.get("mask_token", True) is not True:
+            raise ValueError("audio masked view: masked frames are always replaced in place (the encoder's "
+                             "masked_spec_embed), so mask_token can only be true")
         geometry, num_frames, valid_frames = self._encoder_frames(lengths, waveforms.shape[1])
         inputs = self.inputs(waveforms, lengths)
         if self.spectrogram is not None:
@@ -269,8 +274,9 @@ class AudioDomain(Domain):
             valid_mel = lengths_to_mask(mel_lengths, mel.shape[1])
             targets, has_target = pool_frames(mel, valid_mel, self.target_front_end.geometry, geometry, num_frames)
         mask = span_mask(valid_frames, num_frames, mask_ratio, mask_span, generator) & has_target
+        clean = dict(inputs)
         inputs["mask_time_indices"] = mask
-        return {"inputs": inputs, "mask": mask, "targets": targets}
+        return {"inputs": inputs, "mask": mask, "targets": targets, "clean": clean}
 
     def _sequence_view(self, waveforms: Tensor, lengths: Tensor, options: dict, generator: torch.Generator) -> Views:
         crop_length = self.config.seconds_to_samples(float(options.get("crop_seconds", self.config.sequence_seconds)))

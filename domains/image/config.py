@@ -184,6 +184,9 @@ class ImageConfig:
     vit_position_embedding: "learned" (ViT's) or "sincos": fixed 2-D sine-cosine positions (MAE,
                     MoCo v3).
     vit_freeze_patch_embedding: keep a ViT's random patch projection frozen (MoCo v3's stabiliser).
+    vit_mask_token: give a ViT a learned mask token, so views can mask patches in place
+                    ("bool_masked_pos": iBOT, DINOv2, data2vec); a pre-training part, not saved with
+                    the model.
     """
 
     image_size: int = 32
@@ -199,6 +202,7 @@ class ImageConfig:
     image_root: str | None = None
     vit_position_embedding: Literal["learned", "sincos"] = "learned"
     vit_freeze_patch_embedding: bool = False
+    vit_mask_token: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
 
