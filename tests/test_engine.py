@@ -109,6 +109,10 @@ RESUME_OBJECTIVES = [
     pytest.param({"name": "simclr", "domains": ["image"], "options": {"projection_dim": 16}}, id="simclr"),
     pytest.param({"name": "moco_v2", "domains": ["image"], "options": {"queue_size": 48, "projection_dim": 16}},
                  id="moco_v2-queue-and-ema"),
+    pytest.param({"name": "dino", "domains": ["image"],
+                  "options": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8, "local_views": 2,
+                              "freeze_last_layer_steps": 3, "teacher_temperature_warmup_steps": 6}},
+                 id="dino-centre-ema-and-schedules"),
 ]
 
 
