@@ -14,7 +14,7 @@ the KoLeo regulariser (Zhou et al. 2022, arXiv:2111.07832; Oquab et al. 2023, ar
     its masked positions); after each step the teacher follows by EMA (0.992 -> 1, cosine)
 
 Defaults are DINOv2's ``ssl_default_config.yaml``: one head shared by [CLS] and patch tokens
-(``separate_patch_head`` false; iBOT's own code shares the MLP and splits the last layer), 65,536
+(``separate_patch_head`` false; iBOT's code can give patch tokens a last layer of their own), 65,536
 prototypes, tau_t 0.04 -> 0.07 over 30 epochs of 1250 steps, tau_s 0.1, weights 1, 1 and 0.1, masks on
 half the rows with ratios in (0.1, 0.5), the last layer frozen for the first epoch. Plain iBOT is
 ``koleo_weight: 0`` (its teacher temperature for patches, 0.04 -> 0.07, equals the [CLS] one here).
