@@ -3,8 +3,9 @@
 Contenders, all in one run, all evaluated by the same probe code on the same held-out data:
 
 * ``multissl CPC`` (``recipes/cpc-audio.yaml``), ``multissl masked frames``
-  (``recipes/masked_frames-audio.yaml``, wav2vec 2.0-style span masking regressing clean log-mel)
-  and ``multissl BYOL`` (``recipes/byol-audio.yaml``; ``--methods`` picks): the shipped recipes, with the data,
+  (``recipes/masked_frames-audio.yaml``, wav2vec 2.0-style span masking regressing clean log-mel),
+  ``multissl BYOL`` (``recipes/byol-audio.yaml``) and ``multissl data2vec``
+  (``recipes/data2vec-audio.yaml``: masked spans regress an EMA teacher's top layers; ``--methods`` picks): the shipped recipes, with the data,
   the encoder and the sizes that depend on clip length scaled to FSDD (``Method.overrides``, recorded
   in the JSON as ``key=value`` strings: ``multissl train RECIPE <overrides>`` trains the same model),
   each trained self-supervised for the same ``--budget-cpu-seconds`` of process CPU time;
@@ -39,7 +40,7 @@ spent. The training step is the engine's (``multissl.train``: ``SSLModel.make_vi
 cosine) and BYOL's EMA schedule follow the fraction of the budget spent, since the number of
 steps is not known in advance.
 
-    python bench/quality_audio.py                         # full run (~30 min on an idle 2-core machine)
+    python bench/quality_audio.py                         # full run (~40 min on an idle 2-core machine)
     python bench/quality_audio.py --quick                 # smoke run, a few minutes
     python bench/quality_audio.py --methods cpc masked_frames byol --budget-cpu-seconds 600
 
@@ -197,6 +198,13 @@ METHODS: dict[str, Method] = {
          "train.batch_size=64", "optimizer.lr=1.0e-3"),
         "two 0.3 s crops of each clip (gain, noise, shift), heads 1024 -> 256 for the 64-d tiny encoder, "
         "batch 64, lr 1e-3",
+    ),
+    "data2vec": Method(
+        "multissl data2vec", "recipes/data2vec-audio.yaml",
+        ("domains.audio.options.mask_span=5", "objectives.0.options.top_k_layers=2",
+         "objectives.0.options.momentum_anneal_steps=null", "train.batch_size=64", "optimizer.lr=1.0e-3"),
+        "5-frame (100 ms) mask spans over 65% of the frames, the teacher's 2 layers (all of the tiny encoder's) "
+        "instance-normalised and averaged, the EMA annealed 0.999 -> 0.9999 over the budget, batch 64, lr 1e-3",
     ),
 }
 
@@ -548,7 +556,7 @@ DESCRIPTION = (
     "on the two phone-labelled LibriSpeech utterances (train on one, test on the other, both ways). Baselines in "
     "the same run: the encoder at random init, and 40 MFCCs (mean and standard deviation over the clip; per-frame "
     "for phones).")
-DEFAULT_METHODS = ("cpc", "masked_frames", "byol")
+DEFAULT_METHODS = ("cpc", "masked_frames", "byol", "data2vec")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

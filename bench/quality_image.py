@@ -1,5 +1,5 @@
-"""CIFAR-10 quality at an equal CPU budget: SimCLR, MoCo v2, BYOL and Barlow Twins through multissl
-and through lightly, against the same encoder at random init and a linear model on raw pixels.
+"""CIFAR-10 quality at an equal CPU budget: SimCLR, MoCo v2, BYOL, Barlow Twins and DINO through
+multissl and through lightly, against the same encoder at random init and a linear model on raw pixels.
 
 Protocol (one invocation runs every contender):
 
@@ -36,7 +36,7 @@ Protocol (one invocation runs every contender):
   held-out images; ``multissl.probes.linear_probe`` (L2 penalty chosen on a validation split
   carved from the probe's train rows) and weighted kNN (k = 20, 200).
 
-    python bench/quality_image.py                       # full run: ~35 min on the idle 2-core machine
+    python bench/quality_image.py                       # full run: ~43 min on the idle 2-core machine
     python bench/quality_image.py --quick               # smoke run: a few minutes
     python bench/quality_image.py --methods simclr byol --peers multissl lightly
 """
@@ -84,9 +84,9 @@ from bench._quality import (  # noqa: E402
 
 DATA_GLOB = SHARED_DATA / "image" / "cifar10" / "*.parquet"
 COLUMNS = {"image": "img", "label": "label"}
-METHODS = ("simclr", "moco_v2", "byol", "barlow_twins")
+METHODS = ("simclr", "moco_v2", "byol", "barlow_twins", "dino")
 PEERS = ("multissl", "lightly")
-DISPLAY = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "byol": "BYOL", "barlow_twins": "Barlow Twins"}
+DISPLAY = {"simclr": "SimCLR", "moco_v2": "MoCo v2", "byol": "BYOL", "barlow_twins": "Barlow Twins", "dino": "DINO"}
 MEASURED = ("multissl", "domains", "recipes", "bench/quality_image.py", "bench/_quality.py")
 TASK = "CIFAR-10 held-out 5k"
 
@@ -113,8 +113,8 @@ ENCODERS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_ENCODER = "resnet10-narrow"
 
-#: Default budget: 8 trained contenders x 480 CPU s + evaluation (~EVAL_CPU_SECONDS per encoder) on
-#: 2 worker processes is ~35 min of wall time on the idle 2-core machine.
+#: Default budget: 10 trained contenders x 480 CPU s + evaluation (~EVAL_CPU_SECONDS per encoder) on
+#: 2 worker processes is ~43 min of wall time on the idle 2-core machine.
 FULL_BUDGET_CPU_SECONDS = 480.0
 QUICK_BUDGET_CPU_SECONDS = 20.0
 EVAL_CPU_SECONDS = 30.0
@@ -131,6 +131,13 @@ BENCH_OVERRIDES: dict[str, dict[str, Any]] = {
     "byol": {"augment": {"blur_probability": 0.0, "byol_blur_probability": [0.0, 0.0]},
              "objective": {"hidden_dim": 1024}},
     "barlow_twins": {"augment": {"blur_probability": 0.0, "byol_blur_probability": [0.0, 0.0]}, "objective": {}},
+    # DINO: lightly's CIFAR-10 head size (2,048 prototypes; hidden 1,024 for a 256-d encoder, as BYOL's);
+    # main_dino.py's default teacher temperature (0.04, no warm-up) and no frozen last layer: a budget
+    # of a few minutes is about one epoch, the reference's warm-up and freeze are counted in epochs
+    "dino": {"augment": {"blur_probability": 0.0, "byol_blur_probability": [0.0, 0.0]},
+             "objective": {"out_dim": 2048, "hidden_dim": 1024, "bottleneck_dim": 256, "teacher_temperature": 0.04,
+                           "warmup_teacher_temperature": 0.04, "teacher_temperature_warmup_steps": 0,
+                           "freeze_last_layer_steps": 0}},
 }
 
 #: Differences between the two implementations that the bench leaves as each library has them.
@@ -143,6 +150,8 @@ IMPLEMENTATION_NOTES = {
              "multissl's loss 2 - 2cos summed over both directions equals lightly's 2 * NegativeCosineSimilarity "
              "up to a constant"),
     "barlow_twins": "same projector and loss; lightly's projector's last layer has a bias too",
+    "dino": ("lightly's example runs the student once per crop (batch norm per crop); multissl encodes the two "
+             "globals in one call and the locals in another; same head, loss, centre and cosine momentum"),
 }
 
 
@@ -323,9 +332,11 @@ class PILViews(Dataset):
             return self.transform(image.convert("RGB")), int(row["label"])
 
 
-def lightly_transform(method: str, image_config) -> Callable[[Any], list[Tensor]]:
+def lightly_transform(method: str, image_config, local_views: int = 0) -> Callable[[Any], list[Tensor]]:
     """lightly's transform for ``method`` with the recipe's augmentation strengths (after overrides)."""
-    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform, SimCLRTransform
+    from lightly.transforms import (
+        BYOLTransform, BYOLView1Transform, BYOLView2Transform, DINOTransform, MoCoV2Transform, SimCLRTransform,
+    )
 
     augment = image_config.augment
     strength = augment.jitter_strength
@@ -339,6 +350,14 @@ def lightly_transform(method: str, image_config) -> Callable[[Any], list[Tensor]
     if method == "moco_v2":
         return MoCoV2Transform(gaussian_blur=augment.blur_probability, **common)
     blur, solarize = augment.byol_blur_probability, augment.byol_solarize_probability
+    if method == "dino":  # BYOL's two globals (view 2 solarised), locals with the configured probabilities
+        if solarize[0] != 0 or augment.solarize_probability != 0:
+            raise ValueError("lightly's DINOTransform solarises the second global view only")
+        shared = {key: value for key, value in common.items() if key not in ("input_size", "min_scale")}
+        return DINOTransform(global_crop_size=image_config.image_size, global_crop_scale=augment.crop_scale,
+                             local_crop_size=image_config.local_size, local_crop_scale=augment.local_crop_scale,
+                             n_local_views=local_views, gaussian_blur=(blur[0], blur[1], augment.blur_probability),
+                             solarization_prob=solarize[1], **shared)
     return BYOLTransform(BYOLView1Transform(gaussian_blur=blur[0], solarization_prob=solarize[0], **common),
                          BYOLView2Transform(gaussian_blur=blur[1], solarization_prob=solarize[1], **common))
 
@@ -472,8 +491,55 @@ class LightlyBarlowTwins(LightlyMethod):
         return self.criterion(z0, z1)
 
 
+class LightlyDINO(LightlyMethod):
+    """lightly's DINO example: DINOProjectionHead, DINOLoss (centre and sharpening), the teacher as a
+    copy updated with ``update_momentum`` on a cosine schedule, the student on every crop."""
+
+    def __init__(self, backbone: nn.Module, options: dict[str, Any]) -> None:
+        from lightly.loss import DINOLoss
+        from lightly.models.modules import DINOProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+
+        super().__init__()
+        if options.get("teacher_temperature_warmup_steps", 0) or options.get("freeze_last_layer_steps", 1251):
+            raise ValueError("the bench's lightly DINO has no temperature warm-up and no frozen last layer")
+        self.backbone = backbone
+        sizes = (backbone.dim, options["hidden_dim"], options["bottleneck_dim"], options["out_dim"])
+        self.head = DINOProjectionHead(*sizes)
+        self.teacher_backbone = copy.deepcopy(backbone)
+        # lightly's example builds the teacher head anew (weight_norm modules refuse deepcopy); it starts
+        # here from the student's weights, as the reference's teacher does
+        self.teacher_head = DINOProjectionHead(*sizes)
+        self.teacher_head.load_state_dict(self.head.state_dict())
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+        self.base_momentum = options.get("momentum", 0.996)
+        self.final_momentum = options.get("final_momentum", 1.0)
+        self.criterion = DINOLoss(output_dim=options["out_dim"], warmup_teacher_temp_epochs=0,
+                                  teacher_temp=options["teacher_temperature"],
+                                  student_temp=options.get("student_temperature", 0.1),
+                                  center_momentum=options.get("center_momentum", 0.9))
+
+    def trained(self) -> list[nn.Module]:
+        return [self.backbone, self.head]
+
+    def loss(self, views: list[Tensor], progress: float) -> Tensor:
+        from lightly.models.utils import update_momentum
+        from lightly.utils.scheduler import cosine_schedule
+
+        resolution = 1_000_000
+        momentum = cosine_schedule(round(progress * resolution), resolution, self.base_momentum, self.final_momentum)
+        update_momentum(self.backbone, self.teacher_backbone, m=momentum)
+        update_momentum(self.head, self.teacher_head, m=momentum)
+        with torch.no_grad():
+            teacher = [self.teacher_head(self.teacher_backbone(pixel_values=v).pooled) for v in views[:2]]
+        student = [self.head(self.features(v)) for v in views]
+        return self.criterion(teacher, student)
+
+
 LIGHTLY_METHODS: dict[str, type[LightlyMethod]] = {
     "simclr": LightlySimCLR, "moco_v2": LightlyMoCoV2, "byol": LightlyBYOL, "barlow_twins": LightlyBarlowTwins,
+    "dino": LightlyDINO,
 }
 
 
@@ -492,7 +558,7 @@ def lightly_trainer(method: str, settings: BenchSettings, data: CifarData, refer
     backbone = initial_encoder(settings, image_config)
     assert_same_start(backbone, reference, f"lightly {method}")
     model = LIGHTLY_METHODS[method](backbone, dict(recipe.objectives[0].options))
-    transform = lightly_transform(method, image_config)
+    transform = lightly_transform(method, image_config, recipe.objectives[0].options.get("local_views", 0))
     loader = DataLoader(PILViews(data.rows.select(data.train.tolist()), transform), batch_size=settings.batch_size,
                         shuffle=True, drop_last=True, num_workers=0,
                         generator=torch.Generator().manual_seed(settings.seed))
@@ -505,8 +571,10 @@ def lightly_trainer(method: str, settings: BenchSettings, data: CifarData, refer
         optimizer: torch.optim.Optimizer = LARS(groups, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
     elif opt.name == "sgd":
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    elif opt.name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=opt.betas, weight_decay=opt.weight_decay)
     else:
-        raise ValueError(f"the bench maps only lars and sgd recipes onto lightly, got {opt.name!r}")
+        raise ValueError(f"the bench maps only lars, sgd and adamw recipes onto lightly, got {opt.name!r}")
     scheduler = budget_lr_scheduler(optimizer, clock, recipe.schedule.warmup, recipe.schedule.final_lr_fraction)
     batches = forever(loader)
     counters = {"data_cpu_seconds": 0.0}
@@ -518,6 +586,8 @@ def lightly_trainer(method: str, settings: BenchSettings, data: CifarData, refer
         counters["data_cpu_seconds"] += time.process_time() - started
         loss = model.loss(list(views), progress)
         loss.backward()
+        if recipe.train.grad_clip is not None:  # as the engine clips (DINO's recipe: 3)
+            torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], recipe.train.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -18,6 +18,10 @@ Contenders (one invocation, one seed, the same sentences in the same order for e
 * **multissl SimCSE from random BERT**: the same objective from a random-init BERT (``size``
   preset, default "small": 4 layers, 512 wide) with a sentencepiece tokenizer the text domain
   trains on the training sentences (``tokenizer: train``).
+* **multissl data2vec from random BERT**: the ``data2vec`` objective (Baevski et al. 2022) with
+  ``recipes/data2vec-text.yaml``'s settings (35% of the tokens masked, the EMA teacher's
+  layer-normalised top layers as targets; the EMA annealed over the budget) from the same random
+  BERT and tokenizer, at the same learning rate as SimCSE from random BERT.
 * **random BERT**: that encoder untouched (same seed, same tokenizer).
 * **TF-IDF**: scikit-learn's ``TfidfVectorizer`` fit on the training sentences; STS is the cosine
   of the sparse vectors; SentEval features are those vectors projected to 384 dimensions by a
@@ -46,7 +50,9 @@ on a validation split). The default SentEval protocol is cheaper than SentEval's
 Cost of the full run, in CPU seconds measured here: 3 x 400 of training; evaluating one MiniLM ~190
 (STS-B dev 25, CR 62, MPQA 54, TREC 47), a random BERT ~300 (its sentencepiece pieces are more
 tokens); TF-IDF ~100; about 2,500 in all. Wall time was 1.0-1.1 x CPU time at load 4 (two threads
-gave no speed-up there), so 30-40 minutes on an idle 2-core machine, longer on a loaded one.
+gave no speed-up there), so 30-40 minutes on an idle 2-core machine, longer on a loaded one. The
+data2vec contender (added later, not yet measured) adds one more training budget and one random
+BERT evaluation, about 700 CPU s.
 """
 
 from __future__ import annotations
@@ -88,13 +94,14 @@ MULTISSL_MINILM = "multissl SimCSE from MiniLM"
 PEER_MINILM = "sentence-transformers SimCSE from MiniLM"
 MINILM_UNTOUCHED = "MiniLM untouched"
 MULTISSL_RANDOM = "multissl SimCSE from random BERT"
+MULTISSL_D2V_RANDOM = "multissl data2vec from random BERT"
 RANDOM_UNTOUCHED = "random BERT"
 TFIDF = "TF-IDF"
 #: which start each contender belongs to: a task's rows compare contenders of one start only (a
 #: from-scratch encoder is not meant to beat a model trained on 1B pairs), TF-IDF floors both
 GROUPS = {
     "MiniLM start": (MULTISSL_MINILM, PEER_MINILM, MINILM_UNTOUCHED, TFIDF),
-    "random-init start": (MULTISSL_RANDOM, RANDOM_UNTOUCHED, TFIDF),
+    "random-init start": (MULTISSL_RANDOM, MULTISSL_D2V_RANDOM, RANDOM_UNTOUCHED, TFIDF),
 }
 
 ALL_SENTEVAL_TASKS = ("MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC")
@@ -246,11 +253,30 @@ def training_summary(report: Any) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- contenders
 
 
-def simcse_recipe(train_file: Path, settings: Settings, *, pretrained: str | None, learning_rate: float, output_dir: Path):
-    """The multissl recipe of one SimCSE contender (what ``multissl train`` would read)."""
+def data2vec_settings() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(masking options of the text domain, objective options) of ``recipes/data2vec-text.yaml``, its
+    EMA annealed over the budget (the bench's steps are the budget's progress)."""
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "data2vec-text.yaml").read_text())
+    masking = {key: recipe["domains"]["text"]["options"][key]
+               for key in ("mlm_probability", "mask_replace_probability", "random_replace_probability")}
+    return masking, {**recipe["objectives"][0]["options"], "momentum_anneal_steps": None}
+
+
+def simcse_recipe(train_file: Path, settings: Settings, *, pretrained: str | None, learning_rate: float, output_dir: Path,
+                  method: str = "simcse"):
+    """The multissl recipe of one SimCSE (or, ``method="data2vec"``, data2vec) contender (what
+    ``multissl train`` would read)."""
     from multissl.config import parse_recipe
 
     options: dict[str, Any] = {"max_length": settings.train_max_length}
+    objective: dict[str, Any] = {"name": "simcse", "domains": ["text"],
+                                 "options": {"temperature": settings.temperature, "mlp": settings.simcse_mlp}}
+    if method == "data2vec":
+        masking, d2v_options = data2vec_settings()
+        options.update(masking)
+        objective = {"name": "data2vec", "domains": ["text"], "options": d2v_options}
     encoder: dict[str, Any] = {"architecture": "bert", "size": settings.random_size, "pooling": "mean"}
     if pretrained is not None:
         options["tokenizer"] = pretrained
@@ -261,8 +287,7 @@ def simcse_recipe(train_file: Path, settings: Settings, *, pretrained: str | Non
         "description": "bench/quality_text.py: unsupervised SimCSE within a CPU budget",
         "data": {"path": str(train_file), "format": "text", "split": "train"},
         "domains": {"text": {"options": options, "encoder": encoder}},
-        "objectives": [{"name": "simcse", "domains": ["text"],
-                        "options": {"temperature": settings.temperature, "mlp": settings.simcse_mlp}}],
+        "objectives": [objective],
         "optimizer": {"name": "adamw", "lr": learning_rate, "weight_decay": 0.0},
         "schedule": dict(SCHEDULE),
         "train": {"batch_size": settings.batch_size, "max_steps": 1, "seed": settings.seed, "num_workers": 0},
@@ -272,7 +297,8 @@ def simcse_recipe(train_file: Path, settings: Settings, *, pretrained: str | Non
 
 
 def build_multissl_simcse(train_file: Path, sentences: Sequence[str], settings: Settings, batches: Iterator[list[int]],
-                          clock: CpuBudget, *, pretrained: str | None, learning_rate: float, output_dir: Path):
+                          clock: CpuBudget, *, pretrained: str | None, learning_rate: float, output_dir: Path,
+                          method: str = "simcse"):
     """(``step(progress) -> StepResult``, encoder, set-up info) of a multissl SimCSE contender.
 
     The step is the engine's public pieces (``multissl.train``): the text domain's ``collate``
@@ -288,7 +314,8 @@ def build_multissl_simcse(train_file: Path, sentences: Sequence[str], settings: 
     from multissl.train import MultiDomainCollate, build_run, move_to_device, optimisation_step, view_generator
 
     started = time.process_time()
-    recipe = simcse_recipe(train_file, settings, pretrained=pretrained, learning_rate=learning_rate, output_dir=output_dir)
+    recipe = simcse_recipe(train_file, settings, pretrained=pretrained, learning_rate=learning_rate, output_dir=output_dir,
+                           method=method)
     AcceleratorState._reset_state(reset_partial_state=True)  # one Accelerator per contender (a process singleton)
     accelerator = Accelerator(cpu=True, mixed_precision="no")
     torch.manual_seed(settings.seed)
@@ -312,6 +339,9 @@ def build_multissl_simcse(train_file: Path, sentences: Sequence[str], settings: 
         views = unwrapped.make_views(domains, raw, generator)
         loss, _, _ = optimisation_step(accelerator, model, optimizer, scheduler, views, state["step"] + 1, recipe.train.grad_clip)
         state["step"] += 1
+        done = max(1, round(clock.progress() * 1_000_000))  # EMA schedules (data2vec) follow the budget
+        for objective in unwrapped.objectives.values():
+            objective.on_step_end(done, 1_000_000)
         return StepResult(float(loss.detach()), len(indices))
 
     info = {"setup_cpu_seconds": round(time.process_time() - started, 1),
@@ -501,9 +531,12 @@ def _losing_note(contender: str, value: float | None, values: dict[str, float | 
     if TFIDF in beaten_by or RANDOM_UNTOUCHED in beaten_by:
         worse = ", ".join(f"{c} {v:.2f}" for c, v in beaten_by.items() if c in (TFIDF, RANDOM_UNTOUCHED))
         steps = f"{budget['steps']} steps (loss {budget['loss_first_tenth']} -> {budget['loss_last_tenth']})" if budget else "few steps"
+        why = ("data2vec's targets are its EMA teacher's own layers, which say little about meaning until the teacher "
+               "has learned" if contender == MULTISSL_D2V_RANDOM else
+               "dropout views of a small random encoder are easy to tell apart from the other sentences, so the loss "
+               "soon leaves little signal")
         notes.append(f"Below {worse}: a from-scratch transformer gets {steps} here, far from the pretrained "
-                     "encoders SimCSE starts from; dropout views of a small random encoder are easy to tell apart from "
-                     "the other sentences, so the loss soon leaves little signal.")
+                     f"encoders SimCSE starts from; {why}.")
     return notes
 
 
@@ -611,6 +644,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             (MULTISSL_RANDOM, lambda stream, clock: build_multissl_simcse(
                 train_file, sentences, settings, stream, clock, pretrained=None,
                 learning_rate=settings.random_learning_rate, output_dir=workdir / "random")),
+            (MULTISSL_D2V_RANDOM, lambda stream, clock: build_multissl_simcse(
+                train_file, sentences, settings, stream, clock, pretrained=None,
+                learning_rate=settings.random_learning_rate, output_dir=workdir / "data2vec", method="data2vec")),
         )
         for name, build in trained:
             clock = CpuBudget(settings.budget_cpu_seconds)

@@ -11,19 +11,31 @@ encoder takes as ``encoder(**inputs)``):
                    random parameters drawn per sample. Options: ``num_views`` (2), ``policy``
                    ("simclr", "byol": asymmetric blur/solarize; "dropout": identical copies for
                    SimCSE, dropout in the encoder makes them differ; images also "randaugment"),
-                   ``local_views`` (multi-crop: globals first, then locals at ``local_size``).
-                   Images: ``mix`` ("mixup" | "cutmix", ``mix_alpha``) mixes the first view of
+                   ``local_views`` (multi-crop: globals first, then locals at ``local_size``; images
+                   only). Images: ``mix`` ("mixup" | "cutmix", ``mix_alpha``) mixes the first view of
                    row b with row "mix_partner"[b] (Long[B], a row of the same batch) and adds
                    "mix_lambda" (Float[B], the weight of row b's own image); ``replay`` leaves the
-                   generator where it was, so the next request draws the same crops.
-``masked``         {"inputs": Inputs, "mask": Bool[B, T], "targets": Tensor} mask True on the
-                   positions to predict (patches, frames, tokens); targets per position (pixels
-                   of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
-                   -100 off the mask). Option ``mask_ratio``. Images add "grid" (rows, columns)
-                   of the patches, and "keep_index" Long[B, T_keep] among the inputs: the visible
-                   patches a patch encoder (ViT) runs on alone (MAE). Audio adds "clean_inputs":
-                   the same inputs unmasked (a labeler or teacher reading the clean clip), and the
-                   option ``targets`` ("mfcc": MFCCs with deltas, HuBERT's first targets).
+                   generator where it was, so the next request draws the same crops;
+                   ``mask_probability`` (iBOT, DINOv2: > 0 masks each row of each global view with
+                   that probability, ``round(r T)`` random patches, r ~ U(``mask_ratio_range``)) then
+                   adds "masks" (Bool[B, T] per global view) and "masked_views" (the global views'
+                   Inputs with the mask inside, for the student; "views" stay unmasked).
+``masked``         {"inputs": Inputs, "mask": Bool[B, T], "targets": Tensor, "clean": Inputs} mask
+                   True on the positions to predict (patches, frames, tokens); targets per position
+                   (pixels of the patch [B, T, P], frame features [B, T, F], or token ids [B, T] with
+                   -100 off the mask); "clean" the same rows unmasked (what an EMA teacher encodes:
+                   data2vec, I-JEPA; HuBERT's labeler). Options ``mask_ratio``, ``mask_token``: with true, the
+                   encoder sees every position and the masked ones are replaced in place by a
+                   learned embedding (audio and text always do: wav2vec2's masked_spec_embed, BERT's
+                   [MASK]; an image ViT needs the domain's ``vit_mask_token``). Images add "grid"
+                   (rows, columns) of the patches and, without ``mask_token``, "keep_index"
+                   Long[B, T_keep] among the inputs: the visible patches a patch encoder (ViT) runs
+                   on alone (MAE). Image option ``masking="multiblock"`` (I-JEPA) makes
+                   "keep_index" the context block and adds "target_index" Long[B, M, K], the M
+                   target blocks, whose union is "mask" (options ``num_targets``, ``target_scale``,
+                   ``target_aspect_ratio``, ``context_scale``, ``min_keep``); images also take
+                   ``crop_scale`` and ``flip`` for the crop before masking.
+                   Audio option ``targets="mfcc"``: MFCCs with deltas (HuBERT's first targets).
 ``sequence``       {"inputs": Inputs, "valid": Bool[B, L]} ordered inputs for CPC (crops long
                    enough for K steps), "valid" True where position l of the inputs holds content;
                    or, for 2-D inputs (images), {"parts": list[Inputs], "grid": (rows, columns)}:

@@ -133,26 +133,30 @@ def slice_rows(value: Any, start: int, stop: int, rows: int) -> Any:
     return value
 
 
-def _loss_and_grads(objective: Objective, views: tuple) -> dict[str, Any]:
+def _loss_and_grads(objective: Objective, views: tuple, steps: int = 1) -> dict[str, Any]:
+    for _ in range(steps - 1):  # forwards that move state (centres, queues), as earlier steps would
+        objective(*views)
     out = objective(*views)
     objective.zero_grad(set_to_none=True)
     out.loss.backward()
     grads = {name: p.grad.detach().clone() for name, p in objective.named_parameters() if p.grad is not None}
-    return {"loss": out.loss.detach(), "grads": grads}
+    buffers = {name: b.detach().clone() for name, b in objective.named_buffers() if b.is_floating_point()}
+    return {"loss": out.loss.detach(), "grads": grads, "buffers": buffers}
 
 
-def _rank_worker(factory: Callable[[], Objective], views: tuple, sizes: list[int], seed: int) -> dict[str, Any]:
+def _rank_worker(factory: Callable[[], Objective], views: tuple, sizes: list[int], seed: int,
+                 steps: int = 1) -> dict[str, Any]:
     torch.manual_seed(seed)
     objective = convert_to_global_batchnorm(factory())
     rank = distributed.rank()
     start = sum(sizes[:rank])
     local = slice_rows(views, start, start + sizes[rank], sum(sizes))
     torch.manual_seed(seed + 1)
-    return _loss_and_grads(objective, local)
+    return _loss_and_grads(objective, local, steps)
 
 
 def distributed_equivalence(factory: Callable[[], Objective], views: tuple, sizes: list[int],
-                            seed: int = 0, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+                            seed: int = 0, atol: float = 1e-5, rtol: float = 1e-4, steps: int = 1) -> None:
     """Two gloo processes holding rows ``sizes[0]`` and ``sizes[1]`` of ``views`` give the loss and
     (after DDP's averaging) the parameter gradients one process gives on all of them.
 
@@ -160,12 +164,15 @@ def distributed_equivalence(factory: Callable[[], Objective], views: tuple, size
     seed. Batch norms become :class:`GlobalBatchNorm` on both sides, as ``train.global_batchnorm``
     does. Dropout must be off (eval-mode-free determinism is the caller's job: use configs without
     dropout). ``factory`` and everything it references must be importable at module level.
+    ``steps`` > 1 runs that many forwards on the same views and compares the last one's loss and
+    gradients, and every floating buffer after them: state a forward updates from the batch (DINO's
+    centre, queues) must move as one process moves it.
     """
     torch.manual_seed(seed)
     single = convert_to_global_batchnorm(factory())
     torch.manual_seed(seed + 1)
-    reference = _loss_and_grads(single, views)
-    results = run_in_processes(_rank_worker, factory, views, sizes, seed)
+    reference = _loss_and_grads(single, views, steps)
+    results = run_in_processes(_rank_worker, factory, views, sizes, seed, steps)
     for rank, result in enumerate(results):
         torch.testing.assert_close(result["loss"], reference["loss"], atol=atol, rtol=rtol,
                                    msg=f"rank {rank} loss differs from one process")
@@ -173,3 +180,8 @@ def distributed_equivalence(factory: Callable[[], Objective], views: tuple, size
         averaged = sum(r["grads"][name] for r in results) / len(results)
         torch.testing.assert_close(averaged, grad, atol=atol, rtol=rtol,
                                    msg=f"gradient of {name!r} differs from one process")
+    if steps > 1:
+        for rank, result in enumerate(results):
+            for name, buffer in reference["buffers"].items():
+                torch.testing.assert_close(result["buffers"][name], buffer, atol=atol, rtol=rtol,
+                                           msg=f"rank {rank}: buffer {name!r} differs from one process")

@@ -163,7 +163,7 @@ def test_a_contender_that_does_not_start_from_the_shared_weights_is_refused(shar
                            initial_state=other, max_steps=1)
 
 
-@pytest.mark.parametrize("method", ["masked_frames", "byol"])
+@pytest.mark.parametrize("method", ["masked_frames", "byol", "data2vec"])
 def test_every_method_takes_finite_steps_on_fsdd(shared_data, accelerator, method):
     from bench._quality import CpuBudget
 

@@ -238,9 +238,10 @@ def test_lightly_gets_the_augmentation_multissl_draws_view_by_view(method, tmp_p
     recipe = quality_image.bench_recipe(method, _tiny_settings(), str(tmp_path))
     config = ImageConfig(**recipe.domains["image"].options)
     policy = recipe.objectives[0].options.get("policy") or "simclr"
-    ours = view_recipes(config, policy, 2, 0, config.local_size)
-    theirs = quality_image.lightly_transform(method, config).transforms
-    assert len(theirs) == 2
+    local_views = recipe.objectives[0].options.get("local_views", 0)  # DINO's multi-crop
+    ours = view_recipes(config, policy, 2, local_views, config.local_size)
+    theirs = quality_image.lightly_transform(method, config, local_views).transforms
+    assert len(theirs) == 2 + local_views
     for view, (recipe_view, transform) in enumerate(zip(ours, theirs)):
         assert _jitter_and_steps(transform) == _multissl_view(recipe_view, config), f"{method} view {view}"
     assert all(v.settings.blur_probability == 0 for v in ours)  # the bench's CIFAR setting, for both

@@ -158,7 +158,8 @@ def test_parse_settings_quick_and_task_choice():
 # ----------------------------------------------------------------------------- a real tiny contender
 
 
-def test_multissl_simcse_contender_trains_a_tiny_bert_until_its_budget_is_spent(tmp_path, shared_data):
+@pytest.mark.parametrize("method", ["simcse", "data2vec"])
+def test_multissl_simcse_contender_trains_a_tiny_bert_until_its_budget_is_spent(tmp_path, shared_data, method):
     sentences, _ = qt.training_sentences(shared_data / "text" / "corpus", 256, seed=0)
     train_file = tmp_path / "train.txt"
     train_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
@@ -172,7 +173,7 @@ def test_multissl_simcse_contender_trains_a_tiny_bert_until_its_budget_is_spent(
 
     clock = CpuBudget(0.5)
     step, encoder, info = qt.build_multissl_simcse(train_file, sentences, settings, batches(), clock, pretrained=None,
-                                                  learning_rate=1e-3, output_dir=tmp_path / "run")
+                                                  learning_rate=1e-3, output_dir=tmp_path / "run", method=method)
     before = [p.detach().clone() for p in encoder.parameters()]
     report = budgeted_training(step, clock, name="tiny")
     assert report.stopped_by == "budget" and report.cpu_seconds >= 0.5

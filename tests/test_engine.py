@@ -112,6 +112,10 @@ RESUME_OBJECTIVES = [
     pytest.param({"name": "instance_discrimination", "domains": ["image"],
                   "options": {"bank_size": 80, "projection_dim": 16, "num_negatives": 32}},
                  id="instance_discrimination-memory-bank"),
+    pytest.param({"name": "dino", "domains": ["image"],
+                  "options": {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8, "local_views": 2,
+                              "freeze_last_layer_steps": 3, "teacher_temperature_warmup_steps": 6}},
+                 id="dino-centre-ema-and-schedules"),
 ]
 
 

@@ -24,13 +24,15 @@ Views (``make_views``; every kind also carries "skipped" and, when present, "lab
 
     plain      {"inputs"}                                   whole padded clips, deterministic
     augmented  {"views": [Inputs] * num_views}              crop, gain, noise, shift (+SpecAugment)
-    masked     {"inputs" (+ "mask_time_indices"), "clean_inputs", "mask": Bool[B, T], "targets": Float[B, T, F]}
+    masked     {"inputs" (+ "mask_time_indices"), "mask": Bool[B, T], "targets": Float[B, T, F],
+                "clean": the same inputs without the mask (a teacher or labeler reads it: data2vec, HuBERT)}
     sequence   {"inputs", "valid": Bool[B, L], "frame_mask": Bool[B, T]}   one ordered crop per clip (CPC)
 
 Options: augmented: ``num_views`` (2), ``crop_seconds``, ``policy`` ("default"; "simclr" and
 "byol" mean the same, audio has one policy and the image-only blur/solarize asymmetry has no
 audio counterpart; "dropout": ``num_views`` copies of one crop, for SimCSE-style dropout noise).
-masked: ``mask_ratio``, ``mask_span``, ``targets`` (below). sequence: ``crop_seconds``, ``prediction_steps`` (an error
+masked: ``mask_ratio``, ``mask_span``, ``targets`` (below), ``mask_token`` (true only: masked frames are
+always replaced in place by the encoder's learned embedding). sequence: ``crop_seconds``, ``prediction_steps`` (an error
 when the crops give too few frames to predict that far). Unknown options are errors.
 
 ``T`` is the encoder's frame count (``frame_geometry``, known once ``build_encoder`` ran). Masked
@@ -44,8 +46,8 @@ targets (option ``targets``), computed from the clean clip:
   second deltas (Kaldi's 5-frame regression, a clip's last frame repeated past its end), 3 * n_mfcc
   values per frame, normalised per clip and value, averaged onto the encoder's frames.
 
-"clean_inputs" are the same encoder inputs without the mask (a labeler or teacher reading the
-clean clip: HuBERT, data2vec).
+"clean" holds the same encoder inputs without the mask (a labeler or teacher reading the clean
+clip: HuBERT, data2vec).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ __all__ = ["AudioDomain"]
 _VIEW_OPTIONS = {
     "plain": set(),
     "augmented": {"num_views", "policy", "crop_seconds", "local_views"},
-    "masked": {"mask_ratio", "mask_span", "targets"},
+    "masked": {"mask_ratio", "mask_span", "targets", "mask_token"},
     "sequence": {"crop_seconds", "prediction_steps"},
 }
 _POLICIES = ("default", "simclr", "byol", "dropout")
@@ -276,6 +278,9 @@ class AudioDomain(Domain):
         if target_kind not in (None, "mfcc"):
             raise ValueError(f"masked view: targets must be None (log-mel or the input features) or 'mfcc', "
                              f"got {target_kind!r}")
+        if options.get("mask_token", True) is not True:
+            raise ValueError("audio masked view: masked frames are always replaced in place (the encoder's "
+                             "masked_spec_embed), so mask_token can only be true")
         geometry, num_frames, valid_frames = self._encoder_frames(lengths, waveforms.shape[1])
         inputs = self.inputs(waveforms, lengths)
         if self.spectrogram is not None and target_kind is None:
@@ -292,7 +297,7 @@ class AudioDomain(Domain):
         mask = span_mask(valid_frames, num_frames, mask_ratio, mask_span, generator) & has_target
         clean = dict(inputs)
         inputs["mask_time_indices"] = mask
-        return {"inputs": inputs, "clean_inputs": clean, "mask": mask, "targets": targets}
+        return {"inputs": inputs, "mask": mask, "targets": targets, "clean": clean}
 
     def _sequence_view(self, waveforms: Tensor, lengths: Tensor, options: dict, generator: torch.Generator) -> Views:
         crop_length = self.config.seconds_to_samples(float(options.get("crop_seconds", self.config.sequence_seconds)))

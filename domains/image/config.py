@@ -195,6 +195,9 @@ class ImageConfig:
                     views of an image (Tian et al. 2019), one image domain each. Needs channels=3;
                     the encoder takes ``input_channels``. A saved encoder records it for ``multissl
                     probe``; its ``transformers`` image processor does not convert to Lab.
+    vit_mask_token: give a ViT a learned mask token, so views can mask patches in place
+                    ("bool_masked_pos": iBOT, DINOv2, data2vec); a pre-training part, not saved with
+                    the model.
     """
 
     image_size: int = 32
@@ -211,6 +214,7 @@ class ImageConfig:
     vit_position_embedding: Literal["learned", "sincos"] = "learned"
     vit_freeze_patch_embedding: bool = False
     color_space: Literal["rgb", "L", "ab"] = "rgb"
+    vit_mask_token: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pretext: PretextConfig = field(default_factory=PretextConfig)
     randaugment: RandAugmentConfig = field(default_factory=RandAugmentConfig)

@@ -28,7 +28,7 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -79,16 +79,22 @@ _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling 
 
 
 class ViTEncoder(Encoder):
-    """A ``ViTModel`` (no pooler) returning Features; supports MAE's visible-only forward.
+    """A ``ViTModel`` (no pooler) returning Features; supports MAE's visible-only forward and, when
+    built with a mask token, BEiT's masked forward.
 
     ``encoder(pixel_values=x)`` runs the stock model; ``encoder(pixel_values=x, keep_index=k)``
     (k Long[B, T_keep], patch indices in row-major order) embeds all patches, adds their position
     embeddings, keeps only the patches in ``k`` and runs the transformer on CLS + those (He et al.
     2022, section 3: the encoder sees visible patches only). ``sequence`` then has T_keep rows in
-    the order of ``k``. Inputs of another size than the config's use interpolated positions.
+    the order of ``k``. ``encoder(pixel_values=x, bool_masked_pos=m)`` (m Bool[B, T]) replaces the
+    embeddings of the masked patches by a learned mask token before adding positions (BEiT, iBOT,
+    data2vec, DINOv2's ``prepare_tokens_with_masks``); the token (``mask_token``, [1, 1, D],
+    truncated normal of std 0.02) exists when the domain's ``vit_mask_token`` is set, and lives in
+    this wrapper, not in the saved ``ViTModel``: it is a pre-training part. Inputs of another size
+    than the config's use interpolated positions.
     """
 
-    def __init__(self, model: ViTModel, pooling: str = "mean", processor: Any = None) -> None:
+    def __init__(self, model: ViTModel, pooling: str = "mean", processor: Any = None, mask_token: bool = False) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"ViT pooling must be 'cls' or 'mean', got {pooling!r}")
@@ -96,16 +102,17 @@ class ViTEncoder(Encoder):
         self.pooling = pooling
         self.processor = processor
         self.dim = model.config.hidden_size
+        self.mask_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, self.dim), std=0.02)) if mask_token else None
 
-    def forward(self, pixel_values: Tensor, keep_index: Tensor | None = None,
+    def forward(self, pixel_values: Tensor, keep_index: Tensor | None = None, bool_masked_pos: Tensor | None = None,
                 output_hidden_states: bool = False) -> Features:
-        if keep_index is None:
+        if keep_index is None and bool_masked_pos is None:
             height, width = pixel_values.shape[-2:]
             output = self.model(pixel_values=pixel_values, output_hidden_states=output_hidden_states,
                                 interpolate_pos_encoding=(height, width) != self._config_size())
             tokens, hidden = output.last_hidden_state, output.hidden_states
         else:
-            tokens, hidden = self._visible_forward(pixel_values, keep_index, output_hidden_states)
+            tokens, hidden = self._token_forward(pixel_values, keep_index, bool_masked_pos, output_hidden_states)
         sequence = tokens[:, 1:]
         pooled = tokens[:, 0] if self.pooling == "cls" else sequence.mean(dim=1)
         mask = torch.ones(sequence.shape[:2], dtype=torch.bool, device=sequence.device)
@@ -116,20 +123,27 @@ class ViTEncoder(Encoder):
         size = self.model.config.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
 
-    def _visible_forward(self, pixel_values: Tensor, keep_index: Tensor,
-                         output_hidden_states: bool) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+    def _token_forward(self, pixel_values: Tensor, keep_index: Tensor | None, bool_masked_pos: Tensor | None,
+                       output_hidden_states: bool) -> tuple[Tensor, tuple[Tensor, ...] | None]:
         embeddings = self.model.embeddings
         pixel_values = pixel_values.to(embeddings.patch_embeddings.projection.weight.dtype)
         patches = embeddings.patch_embeddings(pixel_values)  # [B, T, D]
         batch, num_patches, dim = patches.shape
-        if keep_index.dim() != 2 or keep_index.shape[0] != batch:
+        if bool_masked_pos is not None:
+            if self.mask_token is None:
+                raise ValueError("this ViT has no mask token for bool_masked_pos: set the image domain's option "
+                                 "vit_mask_token: true (domains.<image domain>.options.vit_mask_token)")
+            if bool_masked_pos.shape != (batch, num_patches):
+                raise ValueError(f"bool_masked_pos must be Bool[{batch}, {num_patches}], got {tuple(bool_masked_pos.shape)}")
+            patches = torch.where(bool_masked_pos.unsqueeze(-1), self.mask_token.to(patches.dtype), patches)
+        if keep_index is not None and (keep_index.dim() != 2 or keep_index.shape[0] != batch):
             raise ValueError(f"keep_index must be Long[{batch}, T_keep], got shape {tuple(keep_index.shape)}")
         if (height_width := tuple(pixel_values.shape[-2:])) != self._config_size():
             positions = embeddings.interpolate_pos_encoding(patches.new_empty(1, num_patches + 1, dim), *height_width)
         else:
             positions = embeddings.position_embeddings
         patches = patches + positions[:, 1:]
-        visible = patches.gather(1, keep_index.unsqueeze(-1).expand(-1, -1, dim))
+        visible = patches if keep_index is None else patches.gather(1, keep_index.unsqueeze(-1).expand(-1, -1, dim))
         cls = (embeddings.cls_token + positions[:, :1]).expand(batch, -1, -1)
         hidden = embeddings.dropout(torch.cat((cls, visible), dim=1))
         states = [hidden]
@@ -242,9 +256,11 @@ def _preset_config(config: EncoderConfig, image: ImageConfig) -> PreTrainedModel
     return config_class(**{**settings, **config.overrides})
 
 
-def _wrap(model: PreTrainedModel, pooling: str, processor: Any) -> Encoder:
+def _wrap(model: PreTrainedModel, pooling: str, processor: Any, mask_token: bool = False) -> Encoder:
     if isinstance(model, ViTModel):
-        return ViTEncoder(model, pooling, processor)
+        return ViTEncoder(model, pooling, processor, mask_token)
+    if mask_token:
+        raise ValueError(f"vit_mask_token applies to ViT encoders, not {type(model).__name__}")
     return ConvNetEncoder(model, pooling, processor)
 
 
@@ -316,7 +332,7 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
             model = ConvNextModel(hf_config)
         else:
             model = ResNetModel(hf_config)
-        return _wrap(model, config.pooling or "mean", image_processor(image))
+        return _wrap(model, config.pooling or "mean", image_processor(image), image.vit_mask_token)
 
     hf_config = AutoConfig.from_pretrained(config.name_or_path, trust_remote_code=False)
     if hf_config.model_type not in _PRESETS:
@@ -342,4 +358,4 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
         processor = AutoImageProcessor.from_pretrained(config.name_or_path, trust_remote_code=False)
     except OSError:  # a checkpoint saved without its processor: use the domain's preprocessing
         processor = image_processor(image)
-    return _wrap(model, config.pooling or "mean", processor)
+    return _wrap(model, config.pooling or "mean", processor, image.vit_mask_token)

@@ -9,9 +9,11 @@ ab channels of CIE L*a*b*, ``ImageConfig.color_space``). Keys produced:
                policies "simclr", "byol", "randaugment" (Cubuk et al. 2020), "dropout"; option
                ``replay`` leaves the generator where it was (CMC's shared crop); option ``mix``
                ("mixup" | "cutmix", ``mix_alpha``) mixes the first view with a partner row and adds
-               "mix_partner" Long[B] and "mix_lambda" Float[B] (the weight of the row's own image)
-``masked``     {"inputs": {"pixel_values", "keep_index"}, "mask": Bool[B, T], "targets": [B, T, p*p*C],
-               "grid": (rows, columns)}
+               "mix_partner" Long[B] and "mix_lambda" Float[B] (the weight of the row's own image);
+               with ``mask_probability`` also "masks" and "masked_views" ({"pixel_values", "bool_masked_pos"})
+``masked``     {"inputs": {"pixel_values", "keep_index" | "bool_masked_pos"}, "mask": Bool[B, T],
+               "targets": [B, T, p*p*C], "grid": (rows, columns), "clean": {"pixel_values"}};
+               multiblock masking adds "target_index" [B, M, K]
 ``pretext``    {"parts": [{"pixel_values"}, ...], "labels": Long[B], "num_classes": int}; option ``views``
                adds "views": augmented views of the same rows (PIRL)
 ``corrupted``  {"inputs": {"pixel_values"}, "targets": Tensor, "mask": Bool or None}; colorization also
@@ -34,13 +36,19 @@ from .color import ab_bin_centres, rgb_to_lab, soft_encode
 from .config import ImageConfig
 from .corruption import add_noise, inpainting_masks
 from .geometry import crop_resize, sample_crop_boxes
-from .masking import mae_masks, patchify
+from .masking import mae_masks, multiblock_masks, patchify, random_masks, sampled_ratio_masks
 from .mixing import MIXES, mix
 from .pretext import jigsaw_permutations, jigsaw_tiles, relative_position_tiles, rotate_quarter_turns
 from .randaugment import randaugment
 
 __all__ = ["plain_views", "augmented_views", "masked_views", "pretext_views", "corrupted_views", "view_recipes",
            "to_unit_range"]
+
+
+#: I-JEPA's multi-block masking (the reference's ImageNet configs): 4 targets of scale (0.15, 0.2) and
+#: aspect ratio (0.75, 1.5), one context block of scale (0.85, 1.0) keeping more than 10 patches
+MULTIBLOCK_DEFAULTS: dict[str, Any] = dict(num_targets=4, target_scale=(0.15, 0.2), target_aspect_ratio=(0.75, 1.5),
+                                           context_scale=(0.85, 1.0), min_keep=10)
 
 
 def _options(request: ViewRequest, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -110,11 +118,16 @@ def view_recipes(config: ImageConfig, policy: str, num_views: int, local_views: 
 
 def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                     generator: torch.Generator) -> dict[str, Any]:
-    """Option ``replay``: draw from a copy of the generator, leaving it where it was, so that the
-    next request (another image domain of the same objective, on the same rows) draws the same
-    crops: CMC's L and ab views of one crop, each domain converting it to its own color_space."""
+    """``num_views`` globals then ``local_views`` locals. Option ``replay``: draw from a copy of the
+    generator, leaving it where it was, so that the next request (another image domain of the same
+    objective, on the same rows) draws the same crops: CMC's L and ab views of one crop, each domain
+    converting it to its own color_space. With ``mask_probability`` > 0 (iBOT, DINOv2), every global
+    view also comes masked: "masks" (one Bool[B, T] per global view, drawn by
+    :func:`sampled_ratio_masks` with ``mask_ratio_range``) and "masked_views" (the same pixels with
+    "bool_masked_pos": a ViT built with ``vit_mask_token`` replaces those patches by its mask token)."""
     options = _options(request, dict(num_views=2, policy="simclr", local_views=0, local_size=config.local_size,
-                                     replay=False, mix="none", mix_alpha=1.0))
+                                     replay=False, mix="none", mix_alpha=1.0, mask_probability=0.0,
+                                     mask_ratio_range=(0.1, 0.5)))
     if not options["replay"]:
         return _augmented_views(images, config, options, generator)
     state = generator.get_state()
@@ -126,6 +139,25 @@ def augmented_views(images: Tensor, config: ImageConfig, request: ViewRequest,
 
 def _augmented_views(images: Tensor, config: ImageConfig, options: dict[str, Any],
                      generator: torch.Generator) -> dict[str, Any]:
+    result = _augmented(images, config, options, generator)
+    probability = float(options["mask_probability"])
+    if probability > 0:
+        assert config.patch_size is not None
+        length = (config.image_size // config.patch_size) ** 2
+        low, high = (float(r) for r in options["mask_ratio_range"])
+        if not 0 <= low <= high <= 1 or probability > 1:
+            raise ValueError(f"mask_probability must be in [0, 1] and mask_ratio_range a (low, high) in [0, 1], got "
+                             f"{probability}, {options['mask_ratio_range']}")
+        globals_ = result["views"][: int(options["num_views"])]
+        masks = [sampled_ratio_masks(images.shape[0], length, probability, (low, high), generator, images.device)
+                 for _ in globals_]
+        result["masks"] = masks
+        result["masked_views"] = [{**view, "bool_masked_pos": mask} for view, mask in zip(globals_, masks)]
+    return result
+
+
+def _augmented(images: Tensor, config: ImageConfig, options: dict[str, Any],
+               generator: torch.Generator) -> dict[str, Any]:
     num_views, local_views = int(options["num_views"]), int(options["local_views"])
     if num_views < 1 or local_views < 0:
         raise ValueError(f"need num_views >= 1 and local_views >= 0, got {num_views}, {local_views}")
@@ -175,22 +207,44 @@ def _mixed(view: Tensor, options: dict[str, Any], generator: torch.Generator) ->
 
 def masked_views(images: Tensor, config: ImageConfig, request: ViewRequest,
                  generator: torch.Generator) -> dict[str, Any]:
-    """MAE (He et al. 2022): random resized crop (scale ``masked_crop_scale``) + flip when ``augment``,
-    then ``round(mask_ratio * T)`` patches masked per sample; targets are the normalised patches."""
-    options = _options(request, dict(mask_ratio=config.mask_ratio, augment=True))
+    """Masked image modelling on the patch grid, after a random resized crop (scale ``crop_scale``,
+    default ``masked_crop_scale``) and a flip (``flip``) when ``augment``. Targets are the normalised
+    patches; "clean" holds the unmasked pixels (a teacher's input: data2vec, I-JEPA).
+
+    ``masking="random"`` (MAE, He et al. 2022): ``round(mask_ratio * T)`` patches per sample. The
+    encoder sees the visible ones only ("keep_index"), or with ``mask_token`` every patch, the
+    masked ones replaced by the ViT's learned mask token ("bool_masked_pos"; data2vec, BEiT).
+    ``masking="multiblock"`` (I-JEPA, :func:`multiblock_masks`): "keep_index" is the context block,
+    "target_index" Long[B, num_targets, K] the target blocks, "mask" their union."""
+    options = _options(request, dict(mask_ratio=config.mask_ratio, augment=True, crop_scale=None, flip=True,
+                                     mask_token=False, masking="random", **MULTIBLOCK_DEFAULTS))
     unit = to_unit_range(images)
     batch, _, height, width = unit.shape
     if options["augment"]:
-        boxes = sample_crop_boxes(batch, height, width, config.masked_crop_scale, config.augment.crop_ratio,
-                                  generator, unit.device)
+        scale = tuple(options["crop_scale"] or config.masked_crop_scale)
+        boxes = sample_crop_boxes(batch, height, width, scale, config.augment.crop_ratio, generator, unit.device)
         flip = draws.bernoulli(generator, config.augment.flip_probability, (batch,), unit.device)
-        unit = crop_resize(unit, boxes, config.image_size, flip)
+        unit = crop_resize(unit, boxes, config.image_size, flip if options["flip"] else None)
     pixels = _normalized(unit, config)
     assert config.patch_size is not None
     targets = patchify(pixels, config.patch_size)
-    mask, keep_index = mae_masks(batch, targets.shape[1], float(options["mask_ratio"]), generator, unit.device)
     grid = (pixels.shape[-2] // config.patch_size, pixels.shape[-1] // config.patch_size)
-    return {"inputs": {"pixel_values": pixels, "keep_index": keep_index}, "mask": mask, "targets": targets, "grid": grid}
+    view = {"targets": targets, "grid": grid, "clean": {"pixel_values": pixels}}
+    if options["masking"] == "multiblock":
+        if options["mask_token"]:
+            raise ValueError("multiblock masking feeds the context block alone to the encoder; it takes no mask_token")
+        settings = {key: options[key] for key in MULTIBLOCK_DEFAULTS}
+        context, target_index, mask = multiblock_masks(batch, grid, generator, unit.device, **settings)
+        return {**view, "inputs": {"pixel_values": pixels, "keep_index": context}, "mask": mask,
+                "target_index": target_index}
+    if options["masking"] != "random":
+        raise ValueError(f"image masked view: masking must be 'random' or 'multiblock', got {options['masking']!r}")
+    if options["mask_token"]:
+        num_masked = round(float(options["mask_ratio"]) * targets.shape[1])
+        mask = random_masks(batch, targets.shape[1], num_masked, generator, unit.device)
+        return {**view, "inputs": {"pixel_values": pixels, "bool_masked_pos": mask}, "mask": mask}
+    mask, keep_index = mae_masks(batch, targets.shape[1], float(options["mask_ratio"]), generator, unit.device)
+    return {**view, "inputs": {"pixel_values": pixels, "keep_index": keep_index}, "mask": mask}
 
 
 def _standardize_tiles(tiles: Tensor) -> Tensor:

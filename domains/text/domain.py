@@ -27,7 +27,7 @@ _VIEW_OPTIONS = {
     "plain": set(),
     "sequence": set(),
     "augmented": {"num_views", "policy", "cutoff_ratio", "cutoff_mode", "delete_probability", "swap_count"},
-    "masked": {"mask_ratio"},
+    "masked": {"mask_ratio", "mask_token"},
 }
 
 
@@ -57,7 +57,8 @@ class TextDomain(Domain):
       ``domains.text.augment``), "pair": [anchor, positive] (+ hard negative) from the pair columns
       (supervised SimCSE; ``num_views`` does not apply).
     - ``masked``: {"inputs": Inputs with MLM replacements, "mask": Bool[B, T] selected positions,
-      "targets": Long[B, T] original ids there and -100 elsewhere, "vocab_size": int}.
+      "targets": Long[B, T] original ids there and -100 elsewhere, "vocab_size": int, "clean": the
+      unmasked Inputs (a teacher's: data2vec)}. Options ``mask_ratio``, ``mask_token`` (true only).
 
     Every view dict also carries "skipped" and, when present, "labels", "scores" and "indices".
     """
@@ -224,6 +225,9 @@ class TextDomain(Domain):
 
     def _masked(self, inputs: dict[str, Tensor], options: dict[str, Any], generator: torch.Generator) -> Views:
         config, tokenizer = self.config, self.tokenizer
+        if options.get("mask_token", True) is not True:
+            raise ValueError("text masked view: masked tokens are always replaced in place (BERT's 80/10/10), "
+                             "so mask_token can only be true")
         if tokenizer.mask_token_id is None:
             raise ValueError(f"the tokenizer {type(tokenizer).__name__} has no mask token: masked views need one")
         tables = self._tables(inputs["input_ids"].device)
@@ -239,6 +243,7 @@ class TextDomain(Domain):
             "mask": selected,
             "targets": targets,
             "vocab_size": len(tokenizer),
+            "clean": dict(inputs),
         }
 
     def _augmented(self, batch: RawBatch, inputs: dict[str, Tensor], options: dict[str, Any], generator: torch.Generator) -> list:

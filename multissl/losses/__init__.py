@@ -29,5 +29,8 @@ from .reconstruction import masked_reconstruction, masked_token_cross_entropy
 from .redundancy import BarlowTwinsTerms, VICRegTerms, barlow_twins, barlow_twins_terms, vicreg, vicreg_terms
 from .similarity import byol, distillation, simsiam, soft_cross_entropy
 
+# --- self-distillation (DINO, iBOT, DINOv2's KoLeo, data2vec, I-JEPA) ---
+from .self_distillation import data2vec_targets, dino, ibot_patch, koleo, latent_regression, teacher_distribution
+
 # --- online clustering (SwAV) ---
 from .clustering import sinkhorn_knopp, swapped_prediction

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from multissl.features import encode_views
 from multissl.modules.gradcache import grad_cache_or_none
 
-__all__ = ["ProjectionHead", "Predictor", "ProjectedEncoder"]
+__all__ = ["ProjectionHead", "Predictor", "ProjectedEncoder", "DINOHead"]
 
 
 class ProjectionHead(nn.Module):
@@ -146,3 +146,67 @@ class ProjectedEncoder(nn.Module):
     def forward(self, views: list[dict[str, Any]]) -> list[Tensor]:
         pooled = [features.pooled for features in encode_views(self.grad_cache or self.encoder, views)]
         return list(self.head(torch.cat(pooled)).split([p.shape[0] for p in pooled]))
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head (Caron et al. 2021, section 3.1 and ``DINOHead`` of the reference
+    ``vision_transformer.py``), also the head of iBOT and DINOv2.
+
+    ``num_layers`` linear layers ``in_dim -> hidden_dim -> ... -> bottleneck_dim`` with GELU between
+    them (batch norm after each hidden layer when ``batch_norm``, the reference's ``use_bn``, off by
+    default), an L2 normalisation of the bottleneck, then a weight-normalised linear layer without
+    bias to ``out_dim`` prototypes: ``logits = z / |z| . (g_k v_k / |v_k|)``. With
+    ``norm_last_layer`` (the reference's default) the scales ``g_k`` are fixed at 1, so every
+    prototype is a unit vector and the logits are cosines; otherwise ``g`` is learned (initialised
+    at 1). Defaults are the paper's: 3 layers, hidden 2048, bottleneck 256, 65,536 prototypes.
+    Hidden layers start from a truncated normal (std 0.02) with zero biases; the last layer keeps
+    ``nn.Linear``'s initialisation, as the reference.
+
+    ``forward(x, last_layer_gate)``: ``x`` [..., in_dim] -> [..., out_dim]. ``last_layer_gate`` (a
+    0-d tensor, 1 or 0) lets the caller stop the last layer's gradient for the first steps without
+    leaving a parameter unused under DDP (the reference zeroes its gradient during the first epoch,
+    ``freeze_last_layer``): same value, gradient multiplied by the gate.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 num_layers: int = 3, batch_norm: bool = False, norm_last_layer: bool = True) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden_dim", hidden_dim),
+                            ("bottleneck_dim", bottleneck_dim)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.in_dim, self.out_dim = in_dim, out_dim
+        widths = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
+        layers: list[nn.Module] = []
+        for index in range(num_layers):
+            layers.append(nn.Linear(widths[index], widths[index + 1]))
+            if index < num_layers - 1:
+                layers += [nn.BatchNorm1d(widths[index + 1])] if batch_norm else []
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        for module in self.mlp.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
+        self.last_layer_scale = None if norm_last_layer else nn.Parameter(torch.ones(out_dim))
+
+    def forward(self, x: Tensor, last_layer_gate: Tensor | None = None) -> Tensor:
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"input must end in in_dim={self.in_dim}, got shape {tuple(x.shape)}")
+        leading = x.shape[:-1]
+        bottleneck = nn.functional.normalize(self.mlp(x.reshape(-1, self.in_dim)), dim=-1)
+        weight = nn.functional.normalize(_gated(self.last_layer.weight, last_layer_gate), dim=1)
+        if self.last_layer_scale is not None:
+            weight = weight * _gated(self.last_layer_scale, last_layer_gate).unsqueeze(1)
+        return nn.functional.linear(bottleneck, weight).reshape(*leading, self.out_dim)
+
+
+def _gated(parameter: Tensor, gate: Tensor | None) -> Tensor:
+    """``parameter``'s value with its gradient multiplied by ``gate`` (no gate: unchanged)."""
+    if gate is None:
+        return parameter
+    gate = gate.to(parameter.dtype)
+    return parameter * gate + parameter.detach() * (1 - gate)

@@ -4,7 +4,9 @@ DINO's teacher. One class, :class:`MomentumEncoder`, with its schedule.
 MoCo (He et al. 2020, eq. 2) and BYOL (Grill et al. 2020, sec. 3.1) keep a second network whose
 weights trail the online network's:  ``theta_target <- m * theta_target + (1 - m) * theta_online``.
 BYOL anneals ``m`` from 0.996 to 1 over training with :func:`cosine_momentum`; MoCo keeps it fixed
-(0.999) and MoCo v3 uses the same cosine schedule from 0.99.
+(0.999) and MoCo v3 uses the same cosine schedule from 0.99; DINO the cosine from 0.996. I-JEPA
+(0.996 -> 1 over the run) and data2vec (0.999 -> 0.9999 over its first ``ema_anneal_end_step``
+updates, then constant) anneal linearly: :func:`linear_momentum`.
 
 What is averaged: every parameter and every floating-point buffer (batch-norm running mean and
 variance, so the target's eval-mode statistics trail the online ones too). Integer buffers (BN's
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MomentumEncoder", "momentum_update", "cosine_momentum"]
+__all__ = ["MomentumEncoder", "momentum_update", "cosine_momentum", "linear_momentum"]
 
 
 def _paired_tensors(target: nn.Module, online: nn.Module) -> tuple[list, list, list, list]:
@@ -88,13 +90,26 @@ def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: flo
     return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
 
+def linear_momentum(step: int, total_steps: int, base: float = 0.999, final: float = 0.9999) -> float:
+    """Linear annealing from ``base`` at step 0 to ``final`` at step ``total_steps``, constant after:
+    data2vec's ``get_annealed_rate`` (fairseq ``examples/data2vec``) and I-JEPA's momentum scheduler
+    (``src/train.py``: ``ema[0] + i (ema[1] - ema[0]) / (ipe * num_epochs)``)."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return base + (final - base) * min(step, total_steps) / total_steps
+
+
 class MomentumEncoder(nn.Module):
     """A frozen EMA copy of ``online`` with its momentum schedule: MoCo's key encoder, BYOL's
     target, DINO's teacher, DeepCluster's labeler.
 
     ``momentum`` is the EMA rate at step 0; ``final_momentum=None`` keeps it constant (MoCo v2:
-    0.999), a value anneals it with :func:`cosine_momentum` to ``final_momentum`` at the last step
-    (BYOL: 0.996 -> 1, MoCo v3: 0.99 -> 1). Call :meth:`follow` from
+    0.999), a value anneals it with :func:`cosine_momentum` (``schedule="cosine"``) or
+    :func:`linear_momentum` (``"linear"``) to ``final_momentum`` at the last step (BYOL: 0.996 -> 1,
+    MoCo v3: 0.99 -> 1, I-JEPA linearly 0.996 -> 1), or at step ``anneal_steps`` when given, after
+    which it stays there (data2vec). Call :meth:`follow` from
     ``Objective.on_step_end(step, total_steps)``: after optimiser step ``step`` (1-based) it applies
     the rate of step ``step``, which is what MoCo v3 applies before the forward of that (0-based)
     iteration; :meth:`update` applies a rate given explicitly (0 copies the online network). The
@@ -111,14 +126,20 @@ class MomentumEncoder(nn.Module):
 
     momentum: Tensor
 
-    def __init__(self, online: nn.Module, momentum: float = 0.999, final_momentum: float | None = None) -> None:
+    def __init__(self, online: nn.Module, momentum: float = 0.999, final_momentum: float | None = None,
+                 schedule: str = "cosine", anneal_steps: int | None = None) -> None:
         super().__init__()
         for name, value in (("momentum", momentum), ("final_momentum", final_momentum)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if schedule not in ("cosine", "linear"):
+            raise ValueError(f"momentum schedule must be 'cosine' or 'linear', got {schedule!r}")
+        if anneal_steps is not None and anneal_steps < 1:
+            raise ValueError(f"anneal_steps must be >= 1 or None, got {anneal_steps}")
         self.module = copy.deepcopy(online)
         self.module.requires_grad_(False)
         self.base_momentum, self.final_momentum = momentum, final_momentum
+        self.schedule, self.anneal_steps = schedule, anneal_steps
         self.register_buffer("momentum", torch.tensor(momentum, dtype=torch.float32))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -129,7 +150,8 @@ class MomentumEncoder(nn.Module):
         """The EMA rate of optimiser step ``step`` out of ``total_steps``."""
         if self.final_momentum is None:
             return self.base_momentum
-        return cosine_momentum(step, total_steps, self.base_momentum, self.final_momentum)
+        anneal = linear_momentum if self.schedule == "linear" else cosine_momentum
+        return anneal(step, self.anneal_steps or total_steps, self.base_momentum, self.final_momentum)
 
     @torch.no_grad()
     def follow(self, online: nn.Module, step: int, total_steps: int) -> None:
@@ -148,5 +170,7 @@ class MomentumEncoder(nn.Module):
         self.momentum.fill_(momentum)
 
     def extra_repr(self) -> str:
-        schedule = "constant" if self.final_momentum is None else f"cosine to {self.final_momentum}"
+        schedule = "constant" if self.final_momentum is None else f"{self.schedule} to {self.final_momentum}"
+        if self.final_momentum is not None and self.anneal_steps is not None:
+            schedule += f" over {self.anneal_steps} steps"
         return f"momentum={self.base_momentum}, schedule={schedule}"

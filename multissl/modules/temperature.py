@@ -1,4 +1,5 @@
-"""A learnable softmax temperature in CLIP's parameterisation (Radford et al. 2021, sec. 2.5)."""
+"""Softmax temperatures: a learnable one in CLIP's parameterisation (Radford et al. 2021, sec. 2.5)
+and the scheduled teacher temperature of DINO and iBOT."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LearnableTemperature"]
+__all__ = ["LearnableTemperature", "warmup_temperature"]
 
 
 class LearnableTemperature(nn.Module):
@@ -66,3 +67,15 @@ class LearnableTemperature(nn.Module):
 
     def extra_repr(self) -> str:
         return f"max_scale={self.max_scale}"
+
+
+def warmup_temperature(step: Tensor, warmup_steps: int, start: float, end: float) -> Tensor:
+    """DINO's teacher temperature warm-up (Caron et al. 2021, section 4.2 and ``main_dino.py``: a
+    linear ramp from ``warmup_teacher_temp`` to ``teacher_temp`` over the first epochs, constant
+    after), per optimiser step: ``start + (end - start) * min(step / warmup_steps, 1)``; 0 warm-up
+    steps is ``end`` throughout. ``step`` is a 0-d tensor (an objective's step buffer), so the value
+    stays on the device with no host sync. The reference ramps per epoch with ``np.linspace``."""
+    if warmup_steps <= 0:
+        return torch.full((), float(end), device=step.device)
+    progress = (step.to(torch.float32) / warmup_steps).clamp(max=1.0)
+    return start + (end - start) * progress

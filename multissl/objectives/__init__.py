@@ -33,6 +33,11 @@ OBJECTIVES: dict[str, str] = {
     "vicreg": "multissl.objectives.vicreg:VICReg",
     "swav": "multissl.objectives.swav:SwAV",
     "deepcluster": "multissl.objectives.deepcluster:DeepCluster",
+    # self-distillation
+    "dino": "multissl.objectives.dino:DINO",
+    "ibot": "multissl.objectives.ibot:IBOT",
+    "ijepa": "multissl.objectives.ijepa:IJEPA",
+    "data2vec": "multissl.objectives.data2vec:Data2Vec",
     # sequence and masked prediction
     "cpc": "multissl.objectives.cpc:CPC",
     "mae": "multissl.objectives.mae:MAE",

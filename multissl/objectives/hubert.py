@@ -139,7 +139,7 @@ class HuBERT(Objective):
                                  f"frame, hubert expects target_dim={self.target_dim}: set it to 3 x the audio "
                                  "domain's n_mfcc (MFCCs and their two deltas)")
             return views["targets"]
-        states = self.labeler(**views["clean_inputs"], output_hidden_states=True).hidden_states
+        states = self.labeler(**views["clean"], output_hidden_states=True).hidden_states
         layer = len(states) // 2 if self.target_layer is None else self.target_layer
         if not 0 <= layer < len(states):
             raise ValueError(f"target_layer {layer} is not among the labeler's {len(states)} hidden states")
