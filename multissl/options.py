@@ -12,7 +12,9 @@ an option is declared). :func:`build` walks a mapping into the declaration and r
 - a value outside a declared range (``Annotated[int, Range(1)]``: refused when below 1).
 
 YAML 1.1 reads ``3e-4`` and ``1.0e12`` as strings; :func:`load_yaml` reads every unquoted scalar
-Python's ``float()`` reads as a float (exponent without a dot, or without a sign) as a number.
+Python's ``float()`` reads as a float (exponent without a dot, or without a sign) as a number, and
+a number option also takes Python's ``inf``/``nan`` spellings (YAML's are ``.inf``/``.nan``). A
+ranged number is never NaN.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Range:
     low_open: bool = False
 
     def check(self, value: float) -> str | None:
+        if value != value:  # NaN passes every comparison
+            return "a number (not NaN)"
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return f"greater than {self.low:g}" if self.low_open else f"at least {self.low:g}"
         if self.high is not None and value > self.high:
@@ -182,6 +186,8 @@ def convert(value: Any, tp: Any, key: str, source: str | None = None) -> Any:
             raise fail()
         return value
     if tp is float:
+        if isinstance(value, str) and value.strip().lstrip("+-").lower() in _NON_FINITE:
+            return float(value)  # Python's spellings of infinity and NaN, which YAML reads as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail()
         return float(value)
@@ -192,6 +198,9 @@ def convert(value: Any, tp: Any, key: str, source: str | None = None) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise fail()
     return value
+
+
+_NON_FINITE = ("inf", "infinity", "nan")
 
 
 def _numeric_text(text: str) -> bool:
