@@ -21,13 +21,13 @@ from __future__ import annotations
 import abc
 import codecs
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from multissl.features import Encoder
-from multissl.options import PositiveInt
+from multissl.options import PositiveInt, Predicate
 from multissl.views import ViewRequest
 
 __all__ = [
@@ -40,6 +40,16 @@ __all__ = [
     "RawBatch",
     "Views",
 ]
+
+def _is_text_encoding(name: Any) -> bool:
+    try:
+        codecs.lookup(name)
+    except (LookupError, TypeError):
+        return False
+    return True
+
+
+TextEncoding = Annotated[str, Predicate(_is_text_encoding, "a text encoding Python knows (e.g. 'utf-8', 'latin-1', 'cp1252')")]
 
 RawBatch = dict[str, Any]
 Views = dict[str, Any]
@@ -96,7 +106,7 @@ class DataConfig:
     streaming: bool = False
     limit: PositiveInt | None = None
     on_bad_sample: Literal["error", "skip"] = "error"
-    encoding: str = "utf-8"
+    encoding: TextEncoding = "utf-8"
 
     def __post_init__(self) -> None:
         # recipes are checked by multissl.options; this also covers DataConfigs built in code
@@ -105,11 +115,9 @@ class DataConfig:
             raise ValueError(f"limit must be a whole number of rows, at least 1, got {self.limit!r}")
         if self.on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {self.on_bad_sample!r}")
-        try:
-            codecs.lookup(self.encoding)
-        except (LookupError, TypeError):
+        if not _is_text_encoding(self.encoding):
             raise ValueError(f"encoding {self.encoding!r} is not a text encoding Python knows "
-                             "(e.g. 'utf-8', 'latin-1', 'cp1252')") from None
+                             "(e.g. 'utf-8', 'latin-1', 'cp1252')")
 
 
 @dataclass

@@ -79,7 +79,7 @@ def test_fsdd_filename_labels_and_take_filter(fsdd_splits, fsdd: Path):
     takes = [int(name.split("_")[2].split(".")[0]) for name in files]
     assert len(train) == sum(t >= 5 for t in takes) == 2700
     assert len(probe) == sum(t < 5 for t in takes) == 300
-    assert set(train.column_names) == {"audio", "label", "speaker"}
+    assert set(train.column_names) == {"audio", "label", "speaker", "row_index"}
     # Speaker ids are the sorted names of the whole folder, identical in both splits.
     assert train.features["speaker"].names == probe.features["speaker"].names == SPEAKERS
     for row in list(probe.select(range(0, 300, 37))) + list(train.select(range(0, 2700, 401))):
