@@ -1,6 +1,8 @@
 """The ``multissl`` command.
 
-    multissl train RECIPE [key=value ...]   run a recipe (file path or shipped recipe name)
+    multissl train RECIPE [key=value ...]   run a recipe (file path or shipped recipe name); errors
+                                            in the recipe or data: one line, exit code 2 (--debug:
+                                            the traceback)
     multissl recipes                        list the shipped recipes, one line each
     multissl demo                           the main job: SSL on scikit-learn's digits + probe table
     multissl probe ...                      probe an encoder folder or Hub id on a dataset
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="run a recipe")
     train.add_argument("recipe", help="recipe file or shipped recipe name (see `multissl recipes`)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
+    train.add_argument("--debug", action="store_true",
+                       help="show the traceback of recipe, data and checkpoint errors (also MULTISSL_DEBUG=1); "
+                            "without it they print one line and exit with code 2")
 
     commands.add_parser("recipes", help="list the shipped recipes")
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from multissl.train import main as train_main
 
-        return train_main([args.recipe, *args.overrides])
+        return train_main([args.recipe, *args.overrides, *(["--debug"] if args.debug else [])])
     if args.command == "demo":
         from multissl.demo import run_demo
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
+import yaml
+
 from multissl.domain import DataConfig, EncoderConfig
 from multissl.options import (
     NonNegativeFloat,
@@ -374,7 +376,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
         if "=" not in item:
             raise RecipeError(f"override {item!r} must look like key=value", item, source)
         key, raw = item.split("=", 1)
-        value = load_yaml(raw) if raw != "" else ""
+        try:
+            value = load_yaml(raw) if raw != "" else ""
+        except yaml.YAMLError as error:
+            problem = " ".join(str(getattr(error, "problem", "") or error).split())
+            raise RecipeError(f"override {item!r}: the value is not valid YAML ({problem}); quote it for the shell, "
+                              "e.g. 'key={a: 1, b: 2}'", key, source) from None
         parts = _override_path(key)
         node: Any = data
         for depth, part in enumerate(parts[:-1]):

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Callable
 
-__all__ = ["DataError", "debug_enabled", "describe", "report", "run_reporting"]
+__all__ = ["DataError", "EXIT_USER_ERROR", "debug_enabled", "describe", "one_line", "report", "run_reporting"]
 
 EXIT_USER_ERROR = 2
 
@@ -50,7 +50,7 @@ def _network_errors() -> tuple[type, ...]:
     return tuple(kinds)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """The message of an error, on one line. A DataLoader worker's error carries the worker's
     traceback in its message; its last line is the original ``Type: message``."""
     text = text.strip()
@@ -66,8 +66,10 @@ def describe(error: BaseException) -> str | None:
     from multissl.config import RecipeError
     from multissl.domain import BadSampleError
 
-    message = _one_line(str(error)) or type(error).__name__
+    message = one_line(str(error)) or type(error).__name__
     if isinstance(error, BadSampleError):
+        if "on_bad_sample" in message:  # the message gives its own fix
+            return f"error: bad sample: {message}"
         return (f"error: bad sample: {message}; fix or remove it, or set data.on_bad_sample=skip to skip bad "
                 "samples (each is named in log.jsonl and counted)")
     if isinstance(error, (RecipeError, CheckpointError, DataError)):

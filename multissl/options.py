@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 __all__ = [
-    "OptionError", "Range", "PositiveInt", "PositiveFloat", "NonNegativeInt", "NonNegativeFloat", "Probability",
+    "OptionError", "Range", "Predicate", "PositiveInt", "PositiveFloat", "NonNegativeInt", "NonNegativeFloat", "Probability",
     "build", "convert", "signature_dataclass", "load_yaml", "closest", "format_key",
 ]
 
@@ -70,6 +70,17 @@ class Range:
         if self.high is not None:
             parts.append(f"<= {self.high:g}")
         return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """Any other check on a value: ``test(value)`` must be true; ``expected`` says what it must be."""
+
+    test: Any
+    expected: str
+
+    def check(self, value: Any) -> str | None:
+        return None if self.test(value) else self.expected
 
 
 PositiveInt = Annotated[int, Range(1)]
@@ -129,7 +140,7 @@ def convert(value: Any, tp: Any, key: str, source: str | None = None) -> Any:
         base, *marks = args
         converted = convert(value, base, key, source)
         for mark in marks:
-            if isinstance(mark, Range) and isinstance(converted, (int, float)):
+            if (isinstance(mark, Range) and isinstance(converted, (int, float))) or isinstance(mark, Predicate):
                 problem = mark.check(converted)
                 if problem:
                     raise OptionError(f"key '{key}' must be {problem}, got {value!r}", key, source)
