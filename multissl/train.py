@@ -399,7 +399,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             raw = move_to_device(raw, accelerator.device)
             for batch in raw.values():
                 skips.add(batch_skip_records(batch))
-            if not _usable(guard, raw, accelerator, skips, state):
+            if not _usable(guard, raw, accelerator, skips, state, log):
                 continue
             generator = view_generator(accelerator.device, tc.seed, state.step, accelerator.process_index, micro)
             views = unwrapped.make_views(domains, raw, generator)
@@ -468,10 +468,16 @@ def _batch_guard(recipe: Recipe, model: nn.Module, accelerator: Accelerator, sou
     return BatchGuard(global_min, local_min, recipe.train.max_skipped_batches_in_row, active=can_shrink)
 
 
-def _usable(guard: BatchGuard, raw: dict, accelerator: Accelerator, skips: SkipLedger, state: StepState) -> bool:
+def _usable(guard: BatchGuard, raw: dict, accelerator: Accelerator, skips: SkipLedger, state: StepState,
+            log: JsonlLog) -> bool:
     """Whether every process trains on this micro batch; the rows of one that is skipped are
-    counted as skipped (never dropped silently)."""
-    usable, rows = guard.trainable(raw, accelerator)
+    counted as skipped (never dropped silently). When too many in a row were skipped, the skips
+    are named and summed in the log before the run stops (every process stops here together)."""
+    try:
+        usable, rows = guard.trainable(raw, accelerator)
+    except NotEnoughDataError:
+        _report_skips(accelerator, skips, log, state.step, summary=True)
+        raise
     if not usable and rows:
         where = f"epoch {state.epoch}, batch {state.batches_in_epoch} (process {accelerator.process_index})"
         skips.add([{"where": where, "reason": "batch too small to train on after skips", "count": rows,
