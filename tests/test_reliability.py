@@ -261,7 +261,7 @@ def test_bad_audio_is_named_or_counted(tmp_path, capsys, case, policy):
     assert outcome in TALLY_OUTCOMES
 
 
-def test_non_utf8_text_names_file_and_line_or_skips_it(tmp_path, capsys):
+def test_non_utf8_text_names_file_and_line_or_skips_it(tmp_path, capsys, caplog):
     lines = [line.encode() for line in sentences(24)]
     lines[5] += b" caf\xe9"  # a latin-1 byte in a UTF-8 file
     corpus = tmp_path / "corpus.txt"
@@ -285,16 +285,29 @@ def test_non_utf8_text_names_file_and_line_or_skips_it(tmp_path, capsys):
     code, stderr = run_cli(capsys, path, "data.encoding=klingon")
     assert code == 2 and "data.encoding" in error_line(stderr)
 
+    # multissl probe reads data the same way: a csv with a non-UTF-8 line
+    rows = [b"text,label"] + [f"{s},{i % 2}".encode() for i, s in enumerate(sentences(30))]
+    rows[3] = b"caf\xe9 au lait,1"
+    table = tmp_path / "table.csv"
+    table.write_bytes(b"\n".join(rows) + b"\n")
+    probe = ["probe", "--domain", "text", "--encoder", str(tmp_path / "latin/encoders/text"), "--data", str(table),
+             "--columns", "text=text,label=label", "--probe", "knn", "--test-data", str(table), "--test-split", "train",
+             "--output", str(tmp_path / "probe.json")]
+    capsys.readouterr()
+    assert cli.main(probe) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("multissl probe: error")]
+    assert f"{table}:4" in line and "--encoding" in line, line
+    caplog.clear()
+    assert cli.main([*probe, "--on-bad-sample", "skip"]) == 0
+    assert f"{table}:4" in caplog.text  # the skipped line is named (a logging warning: stderr in a shell)
+    assert cli.main([*probe, "--encoding", "latin-1"]) == 0
 
-def test_non_utf8_csv_in_probe_is_one_line(tmp_path, capsys):
+
+def test_non_utf8_csv_lines_are_named_or_left_out(tmp_path):
     rows = [b"text,label"] + [f"{s},{i % 2}".encode() for i, s in enumerate(sentences(12))]
     rows[3] = b"caf\xe9 au lait,1"
     table = tmp_path / "table.csv"
     table.write_bytes(b"\n".join(rows) + b"\n")
-    capsys.readouterr()
-    code = cli.main(["probe", "--domain", "text", "--encoder", str(tmp_path / "no-such-encoder"), "--data", str(table),
-                     "--columns", "text=text,label=label", "--probe", "knn"])
-    assert code == 2 and "no-such-encoder" in capsys.readouterr().err
     from domains.text import TextDomain
     from multissl.domain import BadSampleError, DataConfig
 
@@ -582,9 +595,9 @@ def tally() -> dict[str, int]:
         for _, _, on_error, on_skip in cases:
             for kind, _ in (on_error, on_skip):
                 counts[{"error": "clear error", "skip": "counted skip", "accepted": "accepted"}[kind]] += 1
-    counts["clear error"] += 2 + 2 + 1 + 1  # non-UTF-8 (train, probe), csv missing column x2, string labels
-    counts["counted skip"] += 1 + 1  # non-UTF-8 skipped, blank lines counted
-    counts["accepted"] += 2  # the right encoding, the 100k-character line
+    counts["clear error"] += 3 + 1 + 2 + 1  # non-UTF-8 (train, probe, loader), bad encoding name, csv missing column x2, string labels
+    counts["counted skip"] += 3 + 1  # non-UTF-8 skipped (train, probe, loader), blank lines counted
+    counts["accepted"] += 2 + 1  # the right encoding (train, probe), the 100k-character line
     counts["clear error"] += len(RECIPE_CASES) + 1  # + the fewer-rows-than-a-batch hang
     counts["accepted"] += 8  # the float spellings
     counts["clear error"] += 1  # all-bad batches stop the run

@@ -188,8 +188,9 @@ def _load_decodable_lines(data: DataConfig, tsv_header: bool, error: BaseExcepti
     if data.on_bad_sample != "skip" or first_line == 0:
         raise BadSampleError(
             f"{first_file}:{first_line}: not valid {data.encoding} text ({what}); {total} such line(s) in "
-            f"{len(bad)} file(s); set data.encoding to the file's encoding (e.g. latin-1), or skip these lines "
-            "with data.on_bad_sample=skip", reason="undecodable text") from None
+            f"{len(bad)} file(s); set data.encoding to the file's encoding (e.g. latin-1; multissl probe: "
+            "--encoding), or skip these lines with data.on_bad_sample=skip (--on-bad-sample skip)",
+            reason="undecodable text") from None
     folder = Path(tempfile.mkdtemp(prefix="multissl-decodable-"))
     atexit.register(shutil.rmtree, folder, True)
     root = Path(data.path) if os.path.isdir(data.path) else None
