@@ -143,7 +143,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: str | Path, step: int, ke
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     if main:
-        save_model(state.model, str(staging / MODEL_FILE), metadata={"format": "pt"})
+        # force_contiguous: channels_last weights are saved in the standard layout (loading copies back)
+        save_model(state.model, str(staging / MODEL_FILE), metadata={"format": "pt"}, force_contiguous=True)
         tensors, optimizer_meta = _split_optimizer_state(state.optimizer.state_dict())
         save_file(tensors, str(staging / OPTIMIZER_FILE), metadata={"format": "pt"})
         training = {

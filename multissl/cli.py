@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from multissl.demo import run_demo
 
-        return run_demo(args.overrides, args.output_dir)
+        from multissl.errors import run_reporting
+
+        return run_reporting(lambda: run_demo(args.overrides, args.output_dir))
     if args.command == "probe" and run_probe_command is not None:
         return run_probe_command(args)
     if args.command == "push" and run_push_command is not None:

@@ -77,8 +77,9 @@ def describe(error: BaseException) -> str | None:
     if type(error).__name__ == "NonFiniteLossError":
         return f"error: {message}"
     if isinstance(error, _network_errors()):
+        cached = "" if debug_enabled() or os.environ.get("HF_HUB_OFFLINE") else ", or set HF_HUB_OFFLINE=1 to use what is cached"
         return (f"error: no network: {message}; download the dataset or model while online (or copy it) and "
-                "point the recipe at the local path, or set HF_HUB_OFFLINE=1 to use what is cached")
+                f"point the recipe at the local path{cached}")
     if isinstance(error, FileNotFoundError):
         return f"error: file not found: {message}; check the path in the recipe or on the command line"
     if isinstance(error, UnicodeDecodeError):

@@ -414,6 +414,15 @@ def test_fewer_rows_than_a_batch_stops_instead_of_hanging(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr and "NotEnoughDataError" in result.stderr
 
 
+def test_no_network_is_one_line(tmp_path):
+    path = write_recipe(tmp_path, digits_recipe(tmp_path / "run"))
+    result = subprocess.run([sys.executable, "-m", "multissl.cli", "train", str(path), "data.path=someone/some-dataset"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    line = error_line(result.stderr)
+    assert result.returncode == 2 and "no network" in line and "someone/some-dataset" in line, line
+
+
 def test_all_bad_batches_stop_the_run_and_small_ones_are_counted(tmp_path, capsys):
     # 15 of 16 images are bad: every batch of 8 keeps at most one row, below SimCLR's 2
     folder = image_folder(tmp_path / "images", good=1, bad={f"bad_{i:02d}.png": b"" for i in range(15)})
@@ -598,7 +607,7 @@ def tally() -> dict[str, int]:
     counts["clear error"] += 3 + 1 + 2 + 1  # non-UTF-8 (train, probe, loader), bad encoding name, csv missing column x2, string labels
     counts["counted skip"] += 3 + 1  # non-UTF-8 skipped (train, probe, loader), blank lines counted
     counts["accepted"] += 2 + 1  # the right encoding (train, probe), the 100k-character line
-    counts["clear error"] += len(RECIPE_CASES) + 1  # + the fewer-rows-than-a-batch hang
+    counts["clear error"] += len(RECIPE_CASES) + 1 + 1  # + the fewer-rows-than-a-batch hang, no network
     counts["accepted"] += 8  # the float spellings
     counts["clear error"] += 1  # all-bad batches stop the run
     counts["counted skip"] += 1 + 1  # small batches after skips; two processes
