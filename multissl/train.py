@@ -394,7 +394,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             loader.set_epoch(state.epoch)
         batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
         started_at = state.batches_in_epoch
-        for raw in batches:
+        for raw in _epoch(batches, recipe_source):
             state.batches_in_epoch += 1
             raw = move_to_device(raw, accelerator.device)
             for batch in raw.values():
@@ -457,6 +457,19 @@ def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, sch
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     return loss, logs, embeddings
+
+
+def _epoch(batches, source: str):
+    """The batches of one epoch. Accelerate's dispatcher meets a stream too short for one batch
+    with a bare ValueError; it becomes the run's "too little data" error."""
+    try:
+        yield from batches
+    except ValueError as error:
+        if "does not contain any data" not in str(error):
+            raise
+        raise NotEnoughDataError("the data stream ended before it filled one global batch (train.batch_size x "
+                                 "processes, train.drop_last on): lower train.batch_size or add data",
+                                 "train.batch_size", source) from error
 
 
 def _batch_guard(recipe: Recipe, model: nn.Module, accelerator: Accelerator, source: str) -> BatchGuard:

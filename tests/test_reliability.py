@@ -374,6 +374,7 @@ RECIPE_CASES = [
                              "train.batch_size=2"], "train.batch_size"),
     ("limit-below-the-batch", ["data.limit=5"], "5 row(s)"),
     ("encoding-unknown", ["data.encoding=klingon"], "data.encoding"),
+    ("stream-below-the-batch", ["data.streaming=true", "data.limit=5"], "train.batch_size"),
 ]
 
 

@@ -76,7 +76,8 @@ def load_image_dataset(data: DataConfig):
             dataset.select(range(min(data.limit, len(dataset))))
     dataset = _canonical_columns(dataset, data.columns)
     if builtin and data.streaming:
-        dataset = dataset.to_iterable_dataset()
+        # datasets cannot stream a numpy-formatted dataset; rows then hold nested lists (read as arrays)
+        dataset = dataset.with_format(None).to_iterable_dataset()
     return dataset
 
 
