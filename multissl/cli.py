@@ -1,6 +1,8 @@
 """The ``multissl`` command.
 
-    multissl train RECIPE [key=value ...]   run a recipe (file path or shipped recipe name)
+    multissl train RECIPE [key=value ...]   run a recipe (file path or shipped recipe name); errors
+                                            in the recipe or data: one line, exit code 2 (--debug:
+                                            the traceback)
     multissl recipes                        list the shipped recipes, one line each
     multissl demo                           the main job: SSL on scikit-learn's digits + probe table
     multissl probe ...                      probe an encoder folder or Hub id on a dataset
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog=recipe_help() + _TRAIN_EPILOG)
     train.add_argument("recipe", help="recipe file or shipped recipe name (see `multissl recipes`)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
+    train.add_argument("--debug", action="store_true",
+                       help="show the traceback of recipe, data and checkpoint errors (also MULTISSL_DEBUG=1); "
+                            "without it they print one line and exit with code 2")
 
     commands.add_parser("recipes", help="list the shipped recipes")
 
@@ -91,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from multissl.train import main as train_main
 
-        return train_main([args.recipe, *args.overrides])
+        return train_main([args.recipe, *args.overrides, *(["--debug"] if args.debug else [])])
     if args.command == "demo":
         from multissl.demo import run_demo
 
-        return run_demo(args.overrides, args.output_dir)
+        from multissl.errors import run_reporting
+
+        return run_reporting(lambda: run_demo(args.overrides, args.output_dir))
     if args.command == "probe" and run_probe_command is not None:
         return run_probe_command(args)
     if args.command == "push" and run_push_command is not None:

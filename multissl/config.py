@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
+import yaml
+
 from multissl.domain import DataConfig, EncoderConfig
 from multissl.options import (
     NonNegativeFloat,
@@ -65,6 +67,7 @@ __all__ = [
     "ProbeSpec",
     "HubConfig",
     "Recipe",
+    "MAY_CHANGE_ON_RESUME",
     "load_recipe",
     "parse_recipe",
     "apply_overrides",
@@ -132,7 +135,13 @@ class TrainConfig:
     contrastive batches: it does NOT enlarge the contrastive batch (negatives stay per micro
     batch); use more processes or GradCache for that. The run's length is ``max_steps`` optimiser
     steps or ``epochs`` passes over the data: exactly one in a recipe file, and an override of
-    ``max_steps`` replaces the file's ``epochs`` (``train.max_steps=20`` alone makes a quick run)."""
+    ``max_steps`` replaces the file's ``epochs`` (``train.max_steps=20`` alone makes a quick run).
+
+    ``batch_size`` must be at least what every objective is defined for (``Objective.min_batch_size``
+    on the global batch, 2 rows per process under per-process batch norm), and with ``drop_last``
+    the data must hold one global batch; both are checked before training. A micro batch that
+    bad-sample skips leave too small is skipped (counted); more than
+    ``max_skipped_batches_in_row`` of them in a row stop the run."""
 
     batch_size: PositiveInt = 256
     global_batchnorm: bool = False
@@ -147,6 +156,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: NonNegativeInt = 0
     drop_last: bool = True
+    max_skipped_batches_in_row: PositiveInt = 10
 
 
 @dataclass
@@ -162,8 +172,16 @@ class LoggingConfig:
 
 @dataclass
 class CheckpointConfig:
-    """``resume``: "auto" continues the newest complete checkpoint in the run folder, a path
-    resumes that checkpoint, null starts fresh (refusing to overwrite existing checkpoints)."""
+    """``resume``: "auto" continues the newest intact checkpoint in the run folder (a newer one
+    whose files do not match their manifest is skipped with a warning naming the file), a path
+    resumes that checkpoint (an error if it is damaged), null starts fresh (refusing to overwrite
+    existing checkpoints). A checkpoint holding a pickle is always refused.
+
+    A resume needs the recipe the checkpoint was trained with, except the fields in
+    :data:`MAY_CHANGE_ON_RESUME` (the run's length, logging, checkpoint cadence, workers,
+    ``torch.compile``, probes, the Hub, the bad-sample policy); any other difference (data, domains
+    and encoders, objectives, batch, seed, precision, optimiser, schedule) stops the run naming the
+    fields: start a new run with another ``output_dir`` instead."""
 
     every: PositiveInt = 500
     keep: NonNegativeInt = 2
@@ -208,6 +226,15 @@ class Recipe:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     probes: list[ProbeSpec] = field(default_factory=list)
     hub: HubConfig = field(default_factory=HubConfig)
+
+
+#: recipe fields a resumed run may change (dotted prefixes, ``*`` for any domain); every other
+#: field must equal the checkpoint's, or the resume stops (multissl.checkpoint.resume_checkpoint)
+MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
+    "description", "output_dir", "train.max_steps", "train.epochs", "train.num_workers", "train.compile",
+    "train.find_unused_parameters", "train.max_skipped_batches_in_row", "logging", "checkpoint", "probes", "hub",
+    "data.on_bad_sample", "domains.*.data.on_bad_sample",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,7 +427,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
         if "=" not in item:
             raise RecipeError(f"override {item!r} must look like key=value", item, source)
         key, raw = item.split("=", 1)
-        value = load_yaml(raw) if raw != "" else ""
+        try:
+            value = load_yaml(raw) if raw != "" else ""
+        except yaml.YAMLError as error:
+            problem = " ".join(str(getattr(error, "problem", "") or error).split())
+            raise RecipeError(f"override {item!r}: the value is not valid YAML ({problem}); quote it for the shell, "
+                              "e.g. 'key={a: 1, b: 2}'", key, source) from None
         parts = _override_path(key)
         node: Any = data
         for depth, part in enumerate(parts[:-1]):

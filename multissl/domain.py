@@ -19,14 +19,15 @@ The view kinds and their keys are the contract in :mod:`multissl.views`.
 from __future__ import annotations
 
 import abc
+import codecs
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from multissl.features import Encoder
-from multissl.options import PositiveInt
+from multissl.options import PositiveInt, Predicate
 from multissl.views import ViewRequest
 
 __all__ = [
@@ -35,18 +36,47 @@ __all__ = [
     "EncoderConfig",
     "Domain",
     "BadSampleError",
+    "skip_record",
     "RawBatch",
     "move_to_device",
     "resolve_role_columns",
     "Views",
 ]
 
+def _is_text_encoding(name: Any) -> bool:
+    try:
+        codecs.lookup(name)
+    except (LookupError, TypeError):
+        return False
+    return True
+
+
+TextEncoding = Annotated[str, Predicate(_is_text_encoding, "a text encoding Python knows (e.g. 'utf-8', 'latin-1', 'cp1252')")]
+
 RawBatch = dict[str, Any]
 Views = dict[str, Any]
 
 
 class BadSampleError(ValueError):
-    """A sample that cannot be used; the message names the file or row and what is wrong."""
+    """A sample that cannot be used; the message names the file or row and what is wrong.
+
+    ``reason`` is a short category ("cannot decode image", "truncated audio", "empty text"), what
+    a run's end-of-run summary counts skips by; the message carries the details."""
+
+    def __init__(self, message: str = "", reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or "bad sample"
+
+    def __reduce__(self):  # DataLoader workers and multiprocessing pickle exceptions
+        return (type(self), (str(self), self.reason))
+
+
+def skip_record(where: str, error: BadSampleError | str, reason: str | None = None, count: int = 1) -> dict[str, Any]:
+    """One skipped sample as a domain reports it (``RawBatch["skipped_samples"]``,
+    ``Domain.load_skips``): its file/row, a short reason, the full message, how many."""
+    detail = str(error)
+    return {"where": where, "reason": reason or getattr(error, "reason", None) or "bad sample",
+            "detail": detail, "count": count}
 
 
 @dataclass
@@ -60,9 +90,14 @@ class DataConfig:
     split:          split to read; slices such as "train[:90%]" work as in ``datasets``.
     columns:        role -> column name, e.g. {"image": "img", "label": "label"}.
     streaming:      iterate without downloading everything (corpora larger than the disk).
-    limit:          use only the first ``limit`` rows (quick runs, tests).
+    limit:          use only the first ``limit`` rows (quick runs, tests); at least 1.
     on_bad_sample:  "error" stops with a message naming the row or file; "skip" drops the
-                    sample and counts it (logged as ``skipped_samples``).
+                    sample, names it once in the run's log and counts it by reason (logged as
+                    ``skipped_samples``).
+    encoding:       text encoding of text, csv, tsv and json files (any name Python's ``codecs``
+                    knows: "utf-8", "latin-1", "cp1252", ...). A line that does not decode is
+                    named (file:line) and is an error, or under ``on_bad_sample: skip`` skipped
+                    and counted.
     """
 
     path: str
@@ -73,6 +108,18 @@ class DataConfig:
     streaming: bool = False
     limit: PositiveInt | None = None
     on_bad_sample: Literal["error", "skip"] = "error"
+    encoding: TextEncoding = "utf-8"
+
+    def __post_init__(self) -> None:
+        # recipes are checked by multissl.options; this also covers DataConfigs built in code
+        # (``multissl probe --limit``), naming the field
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit must be a whole number of rows, at least 1, got {self.limit!r}")
+        if self.on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {self.on_bad_sample!r}")
+        if not _is_text_encoding(self.encoding):
+            raise ValueError(f"encoding {self.encoding!r} is not a text encoding Python knows "
+                             "(e.g. 'utf-8', 'latin-1', 'cp1252')")
 
 
 @dataclass
@@ -115,6 +162,10 @@ class Domain(abc.ABC):
     #: config fields that decide what an encoder sees (size, channels, normalisation, sample rate,
     #: front end, sequence length): saved beside a trained encoder and used again when it is probed
     preprocessing_fields: ClassVar[tuple[str, ...]] = ()
+    #: samples the last ``load`` dropped (blank lines, undecodable lines), as :func:`skip_record`
+    #: records; the engine counts and names them with the bad samples ``collate`` skips (its
+    #: batch's ``"skipped_samples"``, beside the ``"skipped"`` count)
+    load_skips: list[dict[str, Any]] = []
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.config_class()

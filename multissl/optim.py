@@ -174,10 +174,10 @@ def warmup_cosine_scheduler(
     (the peak) to ``final_lr_ratio * lr``; groups marked ``fixed_lr`` stay at their peak. Call
     ``scheduler.step()`` after each optimiser step.
 
-    Resumable: its ``state_dict`` holds the step count (``last_epoch``) and nothing unpicklable
+    Resumable: its ``state_dict`` holds the step count (``last_epoch``) and plain numbers only
     (the multiplier is a ``functools.partial`` of a module-level function, saved as an empty dict),
-    so ``accelerator.save_state``/``load_state`` (``weights_only`` loading) restore it; the shape of
-    the schedule comes from the arguments, i.e. from the recipe of the resumed run.
+    so a checkpoint stores it as JSON (``multissl.checkpoint``); the shape of the schedule comes
+    from the arguments, i.e. from the recipe of the resumed run.
     """
     warmup_cosine(0, total_steps, warmup_steps)  # validate the arguments now, not at the first step
     multiplier = functools.partial(

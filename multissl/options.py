@@ -12,7 +12,9 @@ an option is declared). :func:`build` walks a mapping into the declaration and r
 - a value outside a declared range (``Annotated[int, Range(1)]``: refused when below 1).
 
 YAML 1.1 reads ``3e-4`` and ``1.0e12`` as strings; :func:`load_yaml` reads every unquoted scalar
-Python's ``float()`` reads as a float (exponent without a dot, or without a sign) as a number.
+Python's ``float()`` reads as a float (exponent without a dot, or without a sign) as a number, and
+a number option also takes Python's ``inf``/``nan`` spellings (YAML's are ``.inf``/``.nan``). A
+ranged number is never NaN.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Annotated, Any, Literal
 import yaml
 
 __all__ = [
-    "OptionError", "Range", "PositiveInt", "PositiveFloat", "NonNegativeInt", "NonNegativeFloat", "Probability",
+    "OptionError", "Range", "Predicate", "PositiveInt", "PositiveFloat", "NonNegativeInt", "NonNegativeFloat", "Probability",
     "build", "convert", "signature_dataclass", "load_yaml", "closest", "format_key",
 ]
 
@@ -53,6 +55,8 @@ class Range:
     low_open: bool = False
 
     def check(self, value: float) -> str | None:
+        if value != value:  # NaN passes every comparison
+            return "a number (not NaN)"
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return f"greater than {self.low:g}" if self.low_open else f"at least {self.low:g}"
         if self.high is not None and value > self.high:
@@ -66,6 +70,17 @@ class Range:
         if self.high is not None:
             parts.append(f"<= {self.high:g}")
         return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """Any other check on a value: ``test(value)`` must be true; ``expected`` says what it must be."""
+
+    test: Any
+    expected: str
+
+    def check(self, value: Any) -> str | None:
+        return None if self.test(value) else self.expected
 
 
 PositiveInt = Annotated[int, Range(1)]
@@ -125,7 +140,7 @@ def convert(value: Any, tp: Any, key: str, source: str | None = None) -> Any:
         base, *marks = args
         converted = convert(value, base, key, source)
         for mark in marks:
-            if isinstance(mark, Range) and isinstance(converted, (int, float)):
+            if (isinstance(mark, Range) and isinstance(converted, (int, float))) or isinstance(mark, Predicate):
                 problem = mark.check(converted)
                 if problem:
                     raise OptionError(f"key '{key}' must be {problem}, got {value!r}", key, source)
@@ -182,6 +197,8 @@ def convert(value: Any, tp: Any, key: str, source: str | None = None) -> Any:
             raise fail()
         return value
     if tp is float:
+        if isinstance(value, str) and value.strip().lstrip("+-").lower() in _NON_FINITE:
+            return float(value)  # Python's spellings of infinity and NaN, which YAML reads as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail()
         return float(value)
@@ -192,6 +209,9 @@ def convert(value: Any, tp: Any, key: str, source: str | None = None) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise fail()
     return value
+
+
+_NON_FINITE = ("inf", "infinity", "nan")
 
 
 def _numeric_text(text: str) -> bool:

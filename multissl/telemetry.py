@@ -22,7 +22,10 @@ def to_float(value: Any) -> float:
 
 
 class JsonlLog:
-    """Append-only JSON-lines log, written by the main process only; one object per record."""
+    """Append-only JSON-lines log, written by the main process only; one object per record.
+
+    Step records hold scalars; event records (``"event"``: "skipped_sample", "summary") also
+    hold strings, lists and mappings."""
 
     def __init__(self, path: str | Path, enabled: bool) -> None:
         self.path = Path(path)
@@ -33,7 +36,7 @@ class JsonlLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        clean = {k: (v if isinstance(v, (str, int)) or v is None else to_float(v)) for k, v in record.items()}
+        clean = {k: (v if isinstance(v, (str, int, list, dict)) or v is None else to_float(v)) for k, v in record.items()}
         with self.path.open("a") as handle:
             handle.write(json.dumps(clean, allow_nan=True) + "\n")
 

@@ -36,9 +36,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from domains import build_domain, domain_config_class
-from multissl.domain import DataConfig, Domain, move_to_device
-from multissl.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
-from multissl.config import Recipe, RecipeError, load_recipe, recipe_to_dict
+from multissl.domain import BadSampleError, DataConfig, Domain, move_to_device
+from multissl.checkpoint import (Resumable, check_supported, fault_point, load_checkpoint, resume_checkpoint,
+                                 save_checkpoint)
+from multissl.config import MAY_CHANGE_ON_RESUME, Recipe, RecipeError, load_recipe, recipe_to_dict
+from multissl.errors import DataError, run_reporting
+from multissl.guards import BatchGuard, NotEnoughDataError, check_batch_size, check_enough_rows
+from multissl.skips import SkipLedger, batch_skip_records
 from multissl.features import Encoder
 from multissl.objectives import build_objective
 from multissl.modules import convert_to_global_batchnorm
@@ -111,20 +115,19 @@ class SSLModel(nn.Module):
 
 
 class StepState:
-    """The data position, checkpointed with the rest (``register_for_checkpointing``)."""
+    """The data position, checkpointed with the rest (as JSON)."""
 
     def __init__(self) -> None:
         self.step = 0  # optimiser steps done
         self.epoch = 0
         self.batches_in_epoch = 0  # micro batches consumed in the current epoch
-        self.skipped = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch, "skipped": self.skipped}
+        return {"step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        for key, value in state.items():
-            setattr(self, key, int(value))
+        for key in ("step", "epoch", "batches_in_epoch"):
+            setattr(self, key, int(state[key]))
 
 
 class AlignedRows(torch.utils.data.Dataset):
@@ -218,7 +221,7 @@ def build_run(recipe: Recipe) -> tuple[dict[str, Domain], Any, dict[str, Encoder
     """
     domains = {name: build_domain(spec.type or name, spec.options) for name, spec in recipe.domains.items()}
     loaded = {
-        name: domain.load(_domain_data(recipe.domains[name].data or recipe.data, domain))
+        name: _load_data(name, domain, _domain_data(recipe.domains[name].data or recipe.data, domain))
         for name, domain in domains.items()
     }
     if recipe.data.streaming:
@@ -234,6 +237,22 @@ def build_run(recipe: Recipe) -> tuple[dict[str, Domain], Any, dict[str, Encoder
         objectives[key] = build_objective(spec.name, [encoders[d] for d in spec.domains], spec.options)
         weights[key], domains_of[key] = spec.weight, list(spec.domains)
     return domains, dataset, encoders, SSLModel(objectives, weights, encoders, domains_of)
+
+
+def _load_data(name: str, domain: Domain, data: DataConfig):
+    """``domain.load(data)``; a failure the data explains (a missing column, an unreadable file, a
+    format that cannot be inferred) becomes a :class:`DataError` naming the domain and the path."""
+    import datasets
+
+    try:
+        return domain.load(data)
+    except (BadSampleError, RecipeError, DataError):
+        raise
+    except (ValueError, KeyError, OSError, datasets.exceptions.DatasetsError) as error:
+        if isinstance(error, ConnectionError):
+            raise
+        text = " ".join(str(error).split()) or type(error).__name__
+        raise DataError(f"domain {name!r} cannot load data {data.path!r}: {text}") from error
 
 
 class _ZippedStreams(torch.utils.data.IterableDataset):
@@ -297,11 +316,17 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)],
         )
     set_seed(tc.seed)
-    resume_from = _resume_target(recipe, run_dir, recipe_source)
+    check_supported(accelerator)
+    check_batch_size(recipe, accelerator.num_processes, recipe_source)
+    resume_from = resume_checkpoint(run_dir, recipe.checkpoint.resume, recipe_to_dict(recipe), MAY_CHANGE_ON_RESUME,
+                                    warn=lambda text: accelerator.is_main_process and print(text, file=sys.stderr))
 
     domains, dataset, encoders, model = build_run(recipe)
     if tc.global_batchnorm:
         convert_to_global_batchnorm(model)
+    guard = _batch_guard(recipe, model, accelerator, recipe_source)
+    if not recipe.data.streaming:
+        check_enough_rows(len(dataset), recipe, accelerator.num_processes, recipe_source)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = DataLoader(
@@ -321,20 +346,24 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
         weight_decay=recipe.optimizer.weight_decay, momentum=recipe.optimizer.momentum, betas=recipe.optimizer.betas,
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    plain_model = accelerator.unwrap_model(model)
     total_steps = _total_steps(recipe, loader)
     warmup = recipe.schedule.warmup
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
     scheduler = warmup_cosine_scheduler(optimizer, total_steps, min(warmup_steps, total_steps),
                                         final_lr_ratio=recipe.schedule.final_lr_fraction)
-    accelerator.register_for_checkpointing(scheduler)
-    state = StepState()
-    accelerator.register_for_checkpointing(state)
+    state, skips = StepState(), SkipLedger()
+    resumable = Resumable(plain_model, optimizer, {"scheduler": scheduler, "progress": state, "skips": skips},
+                          recipe_to_dict(recipe))
     if tc.compile:
         model = torch.compile(model)
 
     if resume_from is not None:
         accelerator.print(f"resuming from {resume_from}")
-        accelerator.load_state(str(resume_from))
+        load_checkpoint(accelerator, resume_from, resumable, verified=True)
+    if accelerator.is_main_process:  # every process loaded the same rows: count load-time drops once
+        for domain in domains.values():
+            skips.add(getattr(domain, "load_skips", []), once=True)
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -353,10 +382,14 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(state.epoch)
         batches = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
-        for raw in batches:
+        started_at = state.batches_in_epoch
+        for raw in _epoch(batches, recipe_source):
             state.batches_in_epoch += 1
             raw = move_to_device(raw, accelerator.device)
-            state.skipped += int(sum(int(b.get("skipped", 0)) for b in raw.values()))
+            for batch in raw.values():
+                skips.add(batch_skip_records(batch))
+            if not _usable(guard, raw, accelerator, skips, state, log):
+                continue
             generator = view_generator(accelerator.device, tc.seed, state.step, accelerator.process_index, micro)
             views = unwrapped.make_views(domains, raw, generator)
             loss, logs, embeddings = optimisation_step(accelerator, model, optimizer, scheduler, views,
@@ -369,15 +402,22 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             for objective in unwrapped.objectives.values():
                 objective.on_step_end(state.step, total_steps)
             losses.append(to_float(loss))
-            _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler)
+            _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            fault_point("step", state.step)
             if state.step % recipe.checkpoint.every == 0 or state.step == total_steps:
-                save_checkpoint(accelerator, run_dir, state.step, recipe.checkpoint.keep)
+                _report_skips(accelerator, skips, log, state.step)
+                save_checkpoint(accelerator, run_dir, state.step, recipe.checkpoint.keep, resumable)
             if state.step >= total_steps:
                 break
         else:
+            if state.batches_in_epoch == started_at == 0:
+                raise NotEnoughDataError(
+                    f"epoch {state.epoch} yielded no batch: the data has fewer rows than one global batch of "
+                    f"{tc.batch_size * accelerator.num_processes} (train.drop_last is on); lower train.batch_size "
+                    "or add data", "train.batch_size", recipe_source)
             state.epoch += 1
             state.batches_in_epoch = 0
             continue
@@ -385,9 +425,10 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
 
     if progress is not None:
         progress.close()
+    _report_skips(accelerator, skips, log, state.step, summary=True)
     encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step, _rows(dataset))
     accelerator.end_training()
-    return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
+    return RunResult(run_dir, state.step, encoder_dirs, losses, skips.total, time.time() - started)
 
 
 def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, scheduler, views: dict,
@@ -407,21 +448,64 @@ def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, sch
     return loss, logs, embeddings
 
 
-def _resume_target(recipe: Recipe, run_dir: Path, source: str) -> Path | None:
-    resume = recipe.checkpoint.resume
-    if resume is None:
-        if list_checkpoints(run_dir):
-            raise RecipeError(
-                f"{source}: {run_dir} already holds checkpoints and checkpoint.resume is null; "
-                "use checkpoint.resume=auto to continue, or another output_dir"
-            )
-        return None
-    if resume == "auto":
-        return latest_checkpoint(run_dir)
-    path = Path(resume)
-    if not path.is_dir():
-        raise RecipeError(f"{source}: key 'checkpoint.resume' names {resume!r}, which is not a checkpoint folder")
-    return path
+def _epoch(batches, source: str):
+    """The batches of one epoch. Accelerate's dispatcher meets a stream too short for one batch
+    with a bare ValueError; it becomes the run's "too little data" error."""
+    try:
+        yield from batches
+    except ValueError as error:
+        if "does not contain any data" not in str(error):
+            raise
+        raise NotEnoughDataError("the data stream ended before it filled one global batch (train.batch_size x "
+                                 "processes, train.drop_last on): lower train.batch_size or add data",
+                                 "train.batch_size", source) from error
+
+
+def _batch_guard(recipe: Recipe, model: nn.Module, accelerator: Accelerator, source: str) -> BatchGuard:
+    """Refuse a batch smaller than the objectives and batch-norm layers need; the guard that
+    skips micro batches which bad-sample skips (or a short last batch) left too small."""
+    global_min, local_min = check_batch_size(recipe, accelerator.num_processes, source, model)
+    policies = [recipe.data.on_bad_sample] + [spec.data.on_bad_sample for spec in recipe.domains.values() if spec.data]
+    can_shrink = "skip" in policies or not recipe.train.drop_last
+    return BatchGuard(global_min, local_min, recipe.train.max_skipped_batches_in_row, active=can_shrink)
+
+
+def _usable(guard: BatchGuard, raw: dict, accelerator: Accelerator, skips: SkipLedger, state: StepState,
+            log: JsonlLog) -> bool:
+    """Whether every process trains on this micro batch; the rows of one that is skipped are
+    counted as skipped (never dropped silently). When too many in a row were skipped, the skips
+    are named and summed in the log before the run stops (every process stops here together)."""
+    try:
+        usable, rows = guard.trainable(raw, accelerator)
+    except NotEnoughDataError:
+        _report_skips(accelerator, skips, log, state.step, summary=True)
+        raise
+    if not usable and rows:
+        where = f"epoch {state.epoch}, batch {state.batches_in_epoch} (process {accelerator.process_index})"
+        skips.add([{"where": where, "reason": "batch too small to train on after skips", "count": rows,
+                    "detail": f"{rows} usable row(s) left here, at least {guard.global_min} needed over all "
+                              f"processes and {guard.local_min} per process"}])
+    return usable
+
+
+def _report_skips(accelerator: Accelerator, skips: SkipLedger, log: JsonlLog, step: int, summary: bool = False) -> None:
+    """Gather every process's skips (a collective); name each new one once, in log.jsonl and on
+    the console; at the end, the totals by reason."""
+    fresh = skips.sync(accelerator)
+    if accelerator.is_main_process:
+        for index, record in enumerate(fresh):
+            log.write({"event": "skipped_sample", "step": step, **record})
+            if index < 20:
+                count = f" ({record['count']} rows)" if record.get("count", 1) > 1 else ""
+                print(f"skipped{count}: {record['where']}: {record['reason']}"
+                      f"{': ' + record['detail'] if record.get('detail') else ''}", file=sys.stderr)
+        if len(fresh) > 20:
+            print(f"... and {len(fresh) - 20} more skipped sample(s), named in {log.path}", file=sys.stderr)
+        if summary:
+            log.write({"event": "summary", "step": step, "skipped_samples": skips.total,
+                       "skipped_by_reason": dict(skips.by_reason)})
+            if skips.total:
+                print(skips.summary(), file=sys.stderr)
 
 
 def _guard_finite(accelerator: Accelerator, loss: Tensor, step: int, logs: dict[str, Any]) -> None:
@@ -437,14 +521,15 @@ def _guard_finite(accelerator: Accelerator, loss: Tensor, step: int, logs: dict[
         )
 
 
-def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler) -> None:
+def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips: SkipLedger) -> None:
     every, health_every = recipe.logging.every, recipe.logging.health_every
     if state.step % every and state.step % health_every:
         return
+    _report_skips(accelerator, skips, log, state.step)
     record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "loss": accelerator.reduce(loss.detach(), "mean")}
     record["lr"] = scheduler.get_last_lr()[0]
     record.update({k: v for k, v in logs.items()})
-    record["skipped_samples"] = state.skipped
+    record["skipped_samples"] = skips.total
     if embeddings is not None and state.step % health_every == 0:
         record.update(health(*embeddings))
     scalars = {k: to_float(v) for k, v in record.items() if k != "step"}
@@ -555,22 +640,28 @@ def _progress(accelerator: Accelerator, recipe: Recipe, total: int, done: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m multissl.train RECIPE [key=value ...]`` (also what ``accelerate launch`` runs)."""
+    """``python -m multissl.train [--debug] RECIPE [key=value ...]`` (also what ``accelerate launch``
+    runs). A known error (recipe, data, checkpoint, network) prints one line and returns 2;
+    ``--debug`` or ``MULTISSL_DEBUG=1`` shows its traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    recipe_path, overrides = argv[0], argv[1:]
-    try:
-        recipe = read_recipe(recipe_path, overrides)
-    except RecipeError as error:
-        print(f"error: {error}", file=sys.stderr)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    if not argv:
+        print(__doc__)
         return 2
-    result = train(recipe, recipe_path)
-    if int(os.environ.get("RANK", "0")) == 0:
-        for name, folder in result.encoder_dirs.items():
-            print(f"encoder '{name}' saved to {folder}")
-    return 0
+    recipe_path, overrides = argv[0], argv[1:]
+
+    def run() -> int:
+        result = train(read_recipe(recipe_path, overrides), recipe_path)
+        if int(os.environ.get("RANK", "0")) == 0:
+            for name, folder in result.encoder_dirs.items():
+                print(f"encoder '{name}' saved to {folder}")
+        return 0
+
+    return run_reporting(run, debug)
 
 
 if __name__ == "__main__":

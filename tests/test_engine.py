@@ -53,7 +53,9 @@ def write_recipe(tmp_path: Path, data: dict, name: str = "recipe.yaml") -> Path:
 
 
 def read_log(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    """The step records of a run's log.jsonl (event records, such as the end-of-run summary, left out)."""
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if "event" not in r]
 
 
 def run_module(args: list[str], env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 Raw batch (``collate``, CPU)::
 
     {"waveforms": Float[B, L] mono at sample_rate, zero-padded to the longest clip,
-     "lengths": Long[B] valid samples, "skipped": int,
+     "lengths": Long[B] valid samples, "skipped": int, "skipped_samples": [skip record],
      "labels": Long[B], "speakers": Long[B]          (when the rows have label / speaker),
      "indices": Long[B]                              (each row's row_index: memory banks' sample ids),
      "frame_labels": Long[B, T]                     (aligned_frames data, see below)}
@@ -72,7 +72,7 @@ from domains.audio.frames import IGNORE_INDEX, FrameGeometry, lengths_to_mask, m
 from domains.audio.frontends import SpectrogramFrontEnd, with_deltas
 from domains.audio.loading import ROLES, ROW_INDEX, decode_clip, describe_audio, load_audio_rows
 from domains.audio.masking import span_mask
-from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views
+from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, ViewRequest, Views, skip_record
 
 __all__ = ["AudioDomain"]
 
@@ -126,13 +126,13 @@ class AudioDomain(Domain):
     def _class_id(self, row: dict[str, Any], role: str, name: str) -> int:
         value = row[role]
         if value is None:
-            raise BadSampleError(f"{name}: has no {role} (null)")
+            raise BadSampleError(f"{name}: has no {role} (null)", reason=f"missing {role}")
         if isinstance(value, str):
             names = self.config.class_names.get(role)
             if names is None:
                 raise ValueError(f"{name}: {role} {value!r} is a string; load through AudioDomain.load or set AudioConfig.class_names[{role!r}]")
             if value not in names:
-                raise BadSampleError(f"{name}: {role} {value!r} is not one of AudioConfig.class_names[{role!r}]")
+                raise BadSampleError(f"{name}: {role} {value!r} is not one of AudioConfig.class_names[{role!r}]", reason=f"unknown {role}")
             return names.index(value)
         return int(value)
 
@@ -140,25 +140,29 @@ class AudioDomain(Domain):
         """Decode, average channels, resample to ``sample_rate``, cut to ``max_seconds``, pad.
 
         A bad clip (unreadable, empty, NaN/inf, no audio column) raises :class:`BadSampleError`
-        naming it, or under ``on_bad_sample="skip"`` is dropped and counted in ``"skipped"``.
+        naming its row and file, or under ``on_bad_sample="skip"`` is dropped, counted in
+        ``"skipped"`` and described (row, file, reason) in ``"skipped_samples"``.
         """
         config = self.config
         max_samples = config.seconds_to_samples(config.max_seconds) if config.max_seconds is not None else None
         waves: list[Tensor] = []
         kept: dict[str, list[Any]] = {"labels": [], "speakers": [], "frame_labels": [], "indices": []}
+        records: list[dict[str, Any]] = []
         skipped = 0
         for index, row in enumerate(rows):
             try:
                 if "audio" not in row:
-                    raise BadSampleError(f"row {index} of the batch has no 'audio' column (it has {sorted(row)})")
+                    raise BadSampleError(f"row {index} of the batch has no 'audio' column (it has {sorted(row)})", reason="missing audio")
                 name = describe_audio(row["audio"])
                 wave = decode_clip(row["audio"], config.sample_rate, max_samples)
                 labels = self._class_id(row, "label", name) if "label" in row else None
                 speaker = self._class_id(row, "speaker", name) if "speaker" in row else None
                 frame_labels = self._frame_labels(row, name, wave, max_samples) if "frame_labels" in row else None
-            except BadSampleError:
+            except BadSampleError as error:
+                where = f"row {row[ROW_INDEX]}" if ROW_INDEX in row else f"batch position {index}"
                 if self.on_bad_sample != "skip":
-                    raise
+                    raise BadSampleError(f"{where}: {error}", reason=error.reason) from error
+                records.append(skip_record(f"{where} ({describe_audio(row.get('audio'))})", error))
                 skipped += 1
                 continue
             waves.append(wave)
@@ -172,7 +176,7 @@ class AudioDomain(Domain):
         waveforms = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
         for row, wave in enumerate(waves):
             waveforms[row, : len(wave)] = wave
-        batch: RawBatch = {"waveforms": waveforms, "lengths": lengths, "skipped": skipped}
+        batch: RawBatch = {"waveforms": waveforms, "lengths": lengths, "skipped": skipped, "skipped_samples": records}
         if rows and "label" in rows[0]:
             batch["labels"] = torch.tensor(kept["labels"], dtype=torch.long)
         if rows and "speaker" in rows[0]:
@@ -201,7 +205,8 @@ class AudioDomain(Domain):
         frames = int(self.label_frame_geometry.num_frames(torch.tensor([len(wave)]))[0])
         was_cut = max_samples is not None and len(wave) == max_samples
         if len(labels) > frames + _LABEL_FRAME_SLACK and not was_cut or len(labels) < frames - _LABEL_FRAME_SLACK:
-            raise BadSampleError(f"{name}: {len(labels)} frame labels for {frames} frames of 10 ms: not this clip's alignment")
+            raise BadSampleError(f"{name}: {len(labels)} frame labels for {frames} frames of 10 ms: not this clip's alignment",
+                                 reason="frame labels do not fit the clip")
         return labels[:frames]
 
     # ------------------------------------------------------------------ views

@@ -18,10 +18,10 @@ torchcodec + FFmpeg in datasets 5, so audio stays as paths or bytes (``Audio(dec
 decoded with ``soundfile`` and resampled with ``torchaudio.functional.resample`` at collation.
 
 Rows leave :func:`load_audio_rows` with one column per role: ``audio`` (path, bytes or struct),
-and where present ``label``, ``speaker`` (ints) and ``frame_labels`` (list of ints), plus
-``row_index`` (the row's position in the loaded rows). Order of the row operations: split (slice)
--> ``filename_pattern`` columns -> class names -> ``where`` filter -> string classes to ids -> roles
--> ``limit`` -> ``row_index``.
+and where present ``label``, ``speaker`` (ints) and ``frame_labels`` (list of ints), and ``row_index``
+(the row's position: named in errors, and the sample id memory banks use). Order of the row operations: split (slice) ->
+``filename_pattern`` columns -> class names -> ``where`` filter -> string classes to ids -> roles ->
+``limit`` -> ``row_index``.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".json": "
 ROW_INDEX = "row_index"
 #: column roles a DataConfig.columns mapping may name
 ROLES = ("audio", "label", "speaker", "frame_labels")
+#: column numbering the rows of the loaded split (after slicing, filtering and ``limit``)
+ROW_INDEX = "row_index"
 _CLASS_ROLES = ("label", "speaker")
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
 _TRUNCATED_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -405,36 +407,36 @@ def describe_audio(value: Any) -> str:
 def _read(value: Any, name: str) -> tuple[np.ndarray, int]:
     """(samples [N, C] float32, sample rate) from a path, bytes, an Audio struct or a decoded dict."""
     if value is None:
-        raise BadSampleError(f"{name}: the row has no audio (missing or null audio column)")
+        raise BadSampleError(f"{name}: the row has no audio (missing or null audio column)", reason="missing audio")
     if isinstance(value, dict) and "array" in value:
         array = np.asarray(value["array"], dtype=np.float32)
         rate = value.get("sampling_rate")
         if rate is None:
-            raise BadSampleError(f"{name}: decoded audio dict has an 'array' but no 'sampling_rate'")
+            raise BadSampleError(f"{name}: decoded audio dict has an 'array' but no 'sampling_rate'", reason="missing sample rate")
         return (array[:, None] if array.ndim == 1 else array.T), int(rate)
     if isinstance(value, dict):
         data = value.get("bytes")
         value = data if data is not None else value.get("path")
         if value is None:
-            raise BadSampleError(f"{name}: audio struct has neither bytes nor path")
+            raise BadSampleError(f"{name}: audio struct has neither bytes nor path", reason="missing audio")
     source = io.BytesIO(bytes(value)) if isinstance(value, (bytes, bytearray, memoryview)) else os.fspath(value)
     if isinstance(source, str) and not os.path.isfile(source):
-        raise BadSampleError(f"{name}: file not found")
+        raise BadSampleError(f"{name}: file not found", reason="file not found")
     try:
         with soundfile.SoundFile(source) as handle:
             declared = handle.frames
             samples = handle.read(dtype="float32", always_2d=True)
             rate, log = handle.samplerate, handle.extra_info
     except FileNotFoundError:
-        raise BadSampleError(f"{name}: file not found") from None
+        raise BadSampleError(f"{name}: file not found", reason="file not found") from None
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        raise BadSampleError(f"{name}: cannot decode audio ({error})") from None
+        raise BadSampleError(f"{name}: cannot decode audio ({error})", reason="cannot decode audio") from None
     # libsndfile reads a WAV whose data chunk is cut short without an error; its log says so.
     cut = _TRUNCATED_CHUNK.search(log)
     if cut and int(cut.group(1)) not in _STREAMING_SIZES and int(cut.group(2)) < int(cut.group(1)):
-        raise BadSampleError(f"{name}: truncated file: header declares {cut.group(1)} bytes of audio data, file holds {cut.group(2)}")
+        raise BadSampleError(f"{name}: truncated file: header declares {cut.group(1)} bytes of audio data, file holds {cut.group(2)}", reason="truncated audio")
     if len(samples) < declared:
-        raise BadSampleError(f"{name}: truncated file: header declares {declared} frames, decoded {len(samples)}")
+        raise BadSampleError(f"{name}: truncated file: header declares {declared} frames, decoded {len(samples)}", reason="truncated audio")
     return samples, int(rate)
 
 
@@ -447,11 +449,11 @@ def decode_clip(value: Any, sample_rate: int, max_samples: int | None = None) ->
     name = describe_audio(value)
     samples, rate = _read(value, name)
     if rate <= 0:
-        raise BadSampleError(f"{name}: invalid sample rate {rate}")
+        raise BadSampleError(f"{name}: invalid sample rate {rate}", reason="invalid sample rate")
     if samples.size == 0 or samples.shape[0] == 0:
-        raise BadSampleError(f"{name}: audio has no samples (empty or zero-length)")
+        raise BadSampleError(f"{name}: audio has no samples (empty or zero-length)", reason="empty audio")
     if not np.isfinite(samples).all():
-        raise BadSampleError(f"{name}: audio contains NaN or infinite samples")
+        raise BadSampleError(f"{name}: audio contains NaN or infinite samples", reason="non-finite audio samples")
     mono = torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32)))
     if max_samples is not None:
         # Trim before resampling (cheaper); one extra source sample keeps the tail of the cut exact enough.

@@ -38,7 +38,7 @@ import torchvision.transforms.v2.functional as tvF
 from PIL import Image
 from torch import Tensor
 
-from multissl.domain import BadSampleError, DataConfig, resolve_role_columns
+from multissl.domain import BadSampleError, DataConfig, resolve_role_columns, skip_record
 
 from .config import ImageConfig
 
@@ -76,7 +76,8 @@ def load_image_dataset(data: DataConfig):
             dataset.select(range(min(data.limit, len(dataset))))
     dataset = _canonical_columns(dataset, data.columns, data.path)
     if builtin and data.streaming:
-        dataset = dataset.to_iterable_dataset()
+        # datasets cannot stream a numpy-formatted dataset; rows then hold nested lists (read as arrays)
+        dataset = dataset.with_format(None).to_iterable_dataset()
     return dataset
 
 
@@ -242,17 +243,19 @@ def _idx_dataset(data: DataConfig) -> datasets.Dataset:
 def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sample: str = "error",
                    image_root: str | None = None) -> dict[str, Any]:
     """Decode and stack rows: {"images": uint8 [B, C, S, S], "labels": Long[B] (when rows have labels),
-    "indices": Long[B] (each kept row's ``row_index``, when every row has one), "skipped": int}.
-    Relative file paths are read from ``image_root``.
+    "indices": Long[B] (each kept row's ``row_index``, when every row has one), "skipped": int,
+    "skipped_samples": [skip record]}. Relative file paths are read from ``image_root``.
 
     A row that cannot be used raises :class:`BadSampleError` naming its row index (and file), or,
-    under ``on_bad_sample="skip"``, is dropped, logged and counted in "skipped".
+    under ``on_bad_sample="skip"``, is dropped, counted in "skipped" and described (row, file,
+    reason) in "skipped_samples", which the engine names in the run's log.
     """
     if on_bad_sample not in ("error", "skip"):
         raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
     images: list[Tensor] = []
     labels: list[int] = []
     indices: list[int] = []
+    records: list[dict[str, Any]] = []
     skipped = 0
     with_labels = any(LABEL in row for row in rows)
     with_indices = bool(rows) and all(ROW_INDEX in row for row in rows)
@@ -263,10 +266,11 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
             image = decode_image(row[IMAGE], config, image_root)
             label = _label(row) if with_labels else None
         except BadSampleError as error:
-            message = f"{_where(row, position, image_root)}: {error}"
+            where = _where(row, position, image_root)
             if on_bad_sample == "error":
-                raise BadSampleError(message) from error
-            logger.warning("skipping bad sample: %s", message)
+                raise BadSampleError(f"{where}: {error}", reason=error.reason) from error
+            logger.debug("skipping bad sample: %s: %s", where, error)
+            records.append(skip_record(where, error))
             skipped += 1
             continue
         images.append(image)
@@ -278,6 +282,7 @@ def collate_images(rows: list[dict[str, Any]], config: ImageConfig, on_bad_sampl
     batch: dict[str, Any] = {
         "images": torch.stack(images) if images else torch.empty(0, config.channels, side, side, dtype=torch.uint8),
         "skipped": skipped,
+        "skipped_samples": records,
     }
     if with_labels:
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
@@ -299,10 +304,10 @@ def _where(row: dict[str, Any], position: int, image_root: str | None) -> str:
 def _label(row: dict[str, Any]) -> int:
     value = row.get(LABEL)
     if value is None:
-        raise BadSampleError("label is missing")
+        raise BadSampleError("label is missing", reason="missing label")
     if isinstance(value, (bool, str, bytes, float)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"label {value!r} of row {row.get(ROW_INDEX)} is not an integer class id "
-                        f"(type {type(value).__name__}); encode class names with datasets.ClassLabel")
+        raise BadSampleError(f"label {value!r} is not an integer class id (type {type(value).__name__}); "
+                             "encode class names with datasets.ClassLabel", reason="label is not a class id")
     return int(value)
 
 
@@ -313,7 +318,7 @@ def decode_image(value: Any, config: ImageConfig, image_root: str | None = None)
     """
     pixels = _to_pixels(value, config.channels, image_root)
     if pixels.shape[0] == 0 or pixels.shape[1] == 0:
-        raise BadSampleError(f"zero-size image ({pixels.shape[0]}x{pixels.shape[1]})")
+        raise BadSampleError(f"zero-size image ({pixels.shape[0]}x{pixels.shape[1]})", reason="zero-size image")
     image = torch.from_numpy(pixels).permute(2, 0, 1)
     return resize_square(image, config.image_size, config.resize, config.resample).contiguous()
 
@@ -348,13 +353,13 @@ def _to_pixels(value: Any, channels: int, image_root: str | None = None) -> np.n
             return _decode_bytes(value["bytes"], channels)
         if value.get("path"):
             return _decode_file(_under(image_root, value["path"]), channels)
-        raise BadSampleError("image entry has neither bytes nor a path")
+        raise BadSampleError("image entry has neither bytes nor a path", reason="missing image")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(value), channels)
     if isinstance(value, (str, os.PathLike)):
         return _decode_file(_under(image_root, value), channels)
     if value is None:
-        raise BadSampleError("image is missing (None)")
+        raise BadSampleError("image is missing (None)", reason="missing image")
     return _array_pixels(value, channels)
 
 
@@ -365,7 +370,7 @@ def _under(image_root: str | None, path: str | os.PathLike) -> str:
 
 def _decode_bytes(data: bytes, channels: int) -> np.ndarray:
     if len(data) == 0:
-        raise BadSampleError("empty image (0 bytes)")
+        raise BadSampleError("empty image (0 bytes)", reason="empty file")
     return _decode(io.BytesIO(data), channels)
 
 
@@ -373,9 +378,9 @@ def _decode_file(path: str | os.PathLike, channels: int) -> np.ndarray:
     try:
         size = os.path.getsize(path)
     except OSError as error:
-        raise BadSampleError(f"cannot read file: {error}") from error
+        raise BadSampleError(f"cannot read file: {error}", reason="cannot read file") from error
     if size == 0:
-        raise BadSampleError("empty file (0 bytes)")
+        raise BadSampleError("empty file (0 bytes)", reason="empty file")
     return _decode(path, channels)
 
 
@@ -385,7 +390,8 @@ def _decode(source: Any, channels: int) -> np.ndarray:
             image.load()  # Pillow opens lazily; truncated data only fails here
             return _pil_pixels(image, channels)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise BadSampleError(f"cannot decode image: {type(error).__name__}: {error}") from error
+        reason = "decompression bomb" if isinstance(error, Image.DecompressionBombError) else "cannot decode image"
+        raise BadSampleError(f"cannot decode image: {type(error).__name__}: {error}", reason=reason) from error
 
 
 def _pil_pixels(image: Image.Image, channels: int) -> np.ndarray:
@@ -408,21 +414,21 @@ def _array_pixels(value: Any, channels: int) -> np.ndarray:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
-        raise BadSampleError(f"pixel array must be HxW or HxWxC with C in (1, 3, 4), got shape {array.shape}")
+        raise BadSampleError(f"pixel array must be HxW or HxWxC with C in (1, 3, 4), got shape {array.shape}", reason="bad pixel array")
     if array.size == 0:
-        raise BadSampleError(f"zero-size image {array.shape}")
+        raise BadSampleError(f"zero-size image {array.shape}", reason="zero-size image")
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype == np.uint16:
         array = np.rint(array / 257.0).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.integer):
         if array.min() < 0 or array.max() > 255:
-            raise BadSampleError(f"integer pixels must lie in [0, 255], got [{array.min()}, {array.max()}]")
+            raise BadSampleError(f"integer pixels must lie in [0, 255], got [{array.min()}, {array.max()}]", reason="bad pixel array")
         array = array.astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise BadSampleError("float pixels must be finite and lie in [0, 1]")
+            raise BadSampleError("float pixels must be finite and lie in [0, 1]", reason="bad pixel array")
         array = np.rint(array * 255).astype(np.uint8)
     else:
-        raise BadSampleError(f"unsupported pixel dtype {array.dtype}")
+        raise BadSampleError(f"unsupported pixel dtype {array.dtype}", reason="bad pixel array")
     return _pil_pixels(Image.fromarray(array), channels)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, Views
+from multissl.domain import BadSampleError, DataConfig, Domain, EncoderConfig, RawBatch, Views, skip_record
 from domains.text import augment
 from domains.text.config import AUGMENT_POLICIES, TextConfig
 from domains.text.encoders import TextEncoder, build_text_encoder
@@ -29,6 +29,21 @@ _VIEW_OPTIONS = {
     "augmented": {"num_views", "policy", "cutoff_ratio", "cutoff_mode", "delete_probability", "swap_count"},
     "masked": {"mask_ratio", "mask_token"},
 }
+
+
+def _blank_line_skips(dataset, blank_rows: list[int], source: str, limited: bool) -> list[dict[str, Any]]:
+    """One skip record for the blank lines dropped among the rows a run uses (up to the last row
+    kept, when ``limit`` cut the data), naming up to 50 of their rows."""
+    if not blank_rows:
+        return []
+    if limited and len(dataset):
+        last = int(dataset[len(dataset) - 1][ROW_INDEX])
+        blank_rows = [row for row in blank_rows if row < last]
+        if not blank_rows:
+            return []
+    shown = ", ".join(str(row) for row in blank_rows[:50]) + (f", ... ({len(blank_rows) - 50} more)" if len(blank_rows) > 50 else "")
+    return [skip_record(f"{source} rows {shown}", f"{len(blank_rows)} blank line(s) dropped (TextConfig.blank_lines: skip)",
+                        reason="blank line", count=len(blank_rows))]
 
 
 def _is_plain_text(dataset, fmt: str | None) -> bool:
@@ -127,16 +142,21 @@ class TextDomain(Domain):
         names ("text", "text_pair", "hard_negative", "label", "score") and ``row_index``.
         Remembers ``on_bad_sample`` for ``collate``, trains the tokenizer when
         ``tokenizer='train'`` and none is set yet, and sets ``load_stats`` ({"rows",
-        "blank_lines_skipped"})."""
+        "blank_lines_skipped"}) and ``load_skips`` (the undecodable lines left out under
+        ``on_bad_sample: skip``, and the blank lines among the rows used, as skip records)."""
         if data.on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {data.on_bad_sample!r}")
         fmt = data.format or infer_format(data.path)
-        dataset = load_rows(data, tsv_header=self.config.tsv_header)
+        skips: list[dict[str, Any]] = []
+        dataset = load_rows(data, tsv_header=self.config.tsv_header, skipped=skips)
         columns = {**default_columns(fmt, list(dataset.column_names or [])), **data.columns}
+        blank_rows: list[int] = []
+        source = f"{data.path} [{data.split}]"
         dataset, self.load_stats = prepare_rows(
             dataset, columns, plain_text=_is_plain_text(dataset, fmt), blank_lines=self.config.blank_lines,
-            label_names=self.config.label_names, limit=data.limit, source=f"{data.path} [{data.split}]",
+            label_names=self.config.label_names, limit=data.limit, source=source, blank_rows=blank_rows,
         )
+        self.load_skips = skips + _blank_line_skips(dataset, blank_rows, source, data.limit is not None)
         self.on_bad_sample = data.on_bad_sample
         if self._tokenizer is None:
             self.train_tokenizer(text for rows in dataset.iter(batch_size=1024) for text in rows["text"])
@@ -145,42 +165,43 @@ class TextDomain(Domain):
     # ------------------------------------------------------------------ collation
 
     @staticmethod
-    def _check_row(row: dict[str, Any], position: int, roles: list[str]) -> str | None:
-        """What is wrong with ``row``, naming it and the column, or None."""
+    def _check_row(row: dict[str, Any], position: int, roles: list[str]) -> tuple[str, str, str] | None:
+        """(where: the row, what is wrong naming the column, a short reason) or None."""
         name = f"row {row[ROW_INDEX]}" if ROW_INDEX in row else f"batch position {position}"
         for role in roles:
             if role not in row:
-                return f"{name}: no column {role!r}; the row has {sorted(row)}"
+                return name, f"no column {role!r}; the row has {sorted(row)}", f"missing {role}"
             value = row[role]
             if role in _TOKEN_PREFIX:
                 if value is None:
-                    return f"{name}, column {role!r}: text is None (missing or empty cell)"
+                    return name, f"column {role!r}: text is None (missing or empty cell)", "missing text"
                 if not isinstance(value, str):
-                    return f"{name}, column {role!r}: text is a {type(value).__name__} ({value!r}), not a string"
+                    return name, f"column {role!r}: text is a {type(value).__name__} ({value!r}), not a string", "text is not a string"
                 if not value.strip():
-                    return f"{name}, column {role!r}: text is {'empty' if not value else 'whitespace only'}"
+                    return name, f"column {role!r}: text is {'empty' if not value else 'whitespace only'}", "empty text"
             elif role == "label" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                return f"{name}, column {role!r}: label {value!r} is no class id (a non-negative int)"
+                return name, f"column {role!r}: label {value!r} is no class id (a non-negative int)", "label is not a class id"
             elif role == "score" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
-                return f"{name}, column {role!r}: score {value!r} is no number"
+                return name, f"column {role!r}: score {value!r} is no number", "score is not a number"
         return None
 
     def collate(self, rows: list[dict[str, Any]]) -> RawBatch:
         """Rows with role-named keys (as ``load`` prepares them) -> token tensors; see the class doc."""
         present = {key for row in rows for key in row}
         roles = [role for role in TEXT_ROLES if role == "text" or role in present]
-        good, skipped = [], 0
+        good, records = [], []
         for position, row in enumerate(rows):
             problem = self._check_row(row, position, roles)
             if problem is None:
                 good.append(row)
-            elif self.on_bad_sample == "skip":
-                skipped += 1
-                logger.debug("skipped bad sample: %s", problem)
-            else:
-                raise BadSampleError(problem)
+                continue
+            where, what, reason = problem
+            error = BadSampleError(f"{where}, {what}" if what.startswith("column") else f"{where}: {what}", reason=reason)
+            if self.on_bad_sample != "skip":
+                raise error
+            records.append(skip_record(where, error))
         text_roles = [role for role in roles if role in _TOKEN_PREFIX]
-        batch: RawBatch = {"skipped": skipped}
+        batch: RawBatch = {"skipped": len(records), "skipped_samples": records}
         if not good:
             for role in text_roles:
                 batch[_TOKEN_PREFIX[role] + "input_ids"] = torch.zeros(0, 0, dtype=torch.long)

@@ -18,10 +18,16 @@ under the role names):
 
 from __future__ import annotations
 
+import atexit
+import codecs
 import csv
+import dataclasses
 import glob
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,14 +77,28 @@ def infer_format(path: str) -> str | None:
     return _FORMAT_OF_SUFFIX.get(local.suffix.lower())
 
 
-def load_rows(data: DataConfig, *, tsv_header: bool = False) -> datasets.Dataset | datasets.IterableDataset:
+def load_rows(data: DataConfig, *, tsv_header: bool = False,
+              skipped: list[dict[str, Any]] | None = None) -> datasets.Dataset | datasets.IterableDataset:
     """The split ``data.split`` of ``data.path`` with its original columns (no limit applied).
 
     Formats: ``datasets`` builders ("text": one example per line, blank lines kept; "csv";
     "json" (json lines); "parquet"; ...), "tsv" (tab-separated, no quoting: a ``"`` is text;
     columns named "0", "1", ... unless ``tsv_header``), "stsb" and "senteval" (below). Empty csv/tsv
     cells read as None; "NA" or "null" stay text.
+
+    Text, csv, tsv and json files are read in ``data.encoding``. A line that does not decode
+    raises :class:`BadSampleError` naming the file and line, or, under ``on_bad_sample: skip``,
+    is left out (the rest of the file loads) and appended to ``skipped`` as a skip record.
     """
+    try:
+        return _load_rows(data, tsv_header)
+    except Exception as error:  # noqa: BLE001 - only undecodable text is handled; the rest re-raised
+        if _undecodable(error) is None or not _is_local(data.path):
+            raise
+        return _load_decodable_lines(data, tsv_header, error, skipped)
+
+
+def _load_rows(data: DataConfig, tsv_header: bool) -> datasets.Dataset | datasets.IterableDataset:
     fmt = data.format or infer_format(data.path)
     if fmt == "stsb":
         _no_streaming(data, fmt)
@@ -89,6 +109,8 @@ def load_rows(data: DataConfig, *, tsv_header: bool = False) -> datasets.Dataset
     if data.streaming and "[" in data.split:
         raise ValueError(f"split {data.split!r}: slices need streaming=False (datasets streams whole splits)")
     options: dict[str, Any] = {"split": data.split, "streaming": data.streaming}
+    if fmt in _ENCODED_FORMATS:
+        options["encoding"] = data.encoding
     if fmt in ("csv", "tsv"):
         options.update(keep_default_na=False, na_values=[""])
     if fmt == "tsv":
@@ -102,6 +124,97 @@ def load_rows(data: DataConfig, *, tsv_header: bool = False) -> datasets.Dataset
     if not local.exists() and not glob.has_magic(data.path):
         raise FileNotFoundError(f"no file {data.path!r} to read as {fmt!r}")
     return datasets.load_dataset(fmt, data_files=data.path, **options)
+
+
+_ENCODED_FORMATS = ("text", "csv", "tsv", "json")
+
+
+def _undecodable(error: BaseException | None) -> UnicodeDecodeError | None:
+    """The UnicodeDecodeError behind ``error`` (``datasets`` wraps it in DatasetGenerationError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UnicodeDecodeError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _is_local(path: str) -> bool:
+    return os.path.exists(path) or glob.has_magic(path)
+
+
+def _local_files(path: str) -> list[Path]:
+    if os.path.isdir(path):
+        return sorted(p for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sorted(Path(p) for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+
+
+def undecodable_lines(path: str | os.PathLike, encoding: str) -> list[tuple[int, str]]:
+    """(line number from 1, what is wrong) for each line of ``path`` that does not decode in
+    ``encoding``; lines end at ``\n`` (for UTF-16/32 the whole file is one unit, numbered 0)."""
+    raw = Path(path).read_bytes()
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as error:
+            return [(0, f"byte {error.start}: {error.reason}")]
+        return []
+    try:
+        raw.decode(encoding)
+        return []
+    except UnicodeDecodeError:
+        pass
+    bad = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError as error:
+            bad.append((number, f"byte 0x{line[error.start]:02x} at column {error.start + 1}: {error.reason}"))
+    return bad
+
+
+def _load_decodable_lines(data: DataConfig, tsv_header: bool, error: BaseException,
+                          skipped: list[dict[str, Any]] | None) -> datasets.Dataset | datasets.IterableDataset:
+    """After ``datasets`` met an undecodable line: name it (error policy), or load copies of the
+    files without the undecodable lines (skip policy), recording each one."""
+    files = _local_files(data.path)
+    bad = {file: lines for file in files if (lines := undecodable_lines(file, data.encoding))}
+    if not bad:
+        raise BadSampleError(f"{data.path}: text does not decode as {data.encoding} ({_undecodable(error)}); set "
+                             "data.encoding to the files' encoding", reason="undecodable text") from error
+    total = sum(len(lines) for lines in bad.values())
+    first_file, ((first_line, what), *_) = next(iter(bad.items()))
+    if data.on_bad_sample != "skip" or first_line == 0:
+        raise BadSampleError(
+            f"{first_file}:{first_line}: not valid {data.encoding} text ({what}); {total} such line(s) in "
+            f"{len(bad)} file(s); set data.encoding to the file's encoding (e.g. latin-1; multissl probe: "
+            "--encoding), or skip these lines with data.on_bad_sample=skip (--on-bad-sample skip)",
+            reason="undecodable text") from None
+    folder = Path(tempfile.mkdtemp(prefix="multissl-decodable-"))
+    atexit.register(shutil.rmtree, folder, True)
+    root = Path(data.path) if os.path.isdir(data.path) else None
+    copies = []
+    for file in files:
+        copy = folder / (file.relative_to(root) if root is not None else Path(str(len(copies))) / file.name)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        drop = {number for number, _ in bad.get(file, [])}
+        lines = file.read_bytes().split(b"\n")
+        copy.write_bytes(b"\n".join(line for number, line in enumerate(lines, start=1) if number not in drop))
+        copies.append(str(copy))
+    for file, lines in bad.items():
+        for number, what in lines:
+            record = {"where": f"{file}:{number}", "reason": "undecodable text",
+                      "detail": f"not valid {data.encoding} text ({what})", "count": 1}
+            if skipped is not None:
+                skipped.append(record)
+    logger.warning("%s: skipped %d line(s) that are not valid %s text, the first %s:%d (on_bad_sample: skip)",
+                   data.path, total, data.encoding, first_file, first_line)
+    cleaned = dataclasses.replace(data, path=str(folder) if root is not None else
+                                  (copies[0] if len(copies) == 1 else str(folder / "*" / "*")))
+    if root is None and data.format is None:
+        cleaned = dataclasses.replace(cleaned, format=infer_format(data.path))
+    return _load_rows(cleaned, tsv_header)
 
 
 def _no_streaming(data: DataConfig, fmt: str) -> None:
@@ -126,11 +239,13 @@ def prepare_rows(
     label_names: list[str] | None = None,
     limit: int | None = None,
     source: str = "",
+    blank_rows: list[int] | None = None,
 ) -> tuple[datasets.Dataset | datasets.IterableDataset, dict[str, Any]]:
     """Keep the mapped columns under their role names (plus ``row_index``, the row's position in
     the split, which errors name), drop blank lines of plain text, encode string labels, keep
     the first ``limit`` rows. Returns the rows and the load statistics {"rows",
-    "blank_lines_skipped"} (None where a stream cannot know them yet)."""
+    "blank_lines_skipped"} (None where a stream cannot know them yet); ``blank_rows``, when
+    given, receives the row indexes of the blank lines dropped."""
     unknown = sorted(set(columns) - set(TEXT_ROLES))
     if unknown:
         raise ValueError(f"unknown text role(s) {unknown} in columns; roles: {list(TEXT_ROLES)}")
@@ -154,7 +269,7 @@ def prepare_rows(
 
     stats: dict[str, Any] = {"blank_lines_skipped": 0}
     if plain_text:
-        dataset, stats["blank_lines_skipped"] = _apply_blank_line_policy(dataset, "text", blank_lines, source)
+        dataset, stats["blank_lines_skipped"] = _apply_blank_line_policy(dataset, "text", blank_lines, source, blank_rows)
     if "label" in columns:
         dataset = _encode_string_labels(dataset, "label", label_names, source)
     if limit is not None:
@@ -167,8 +282,9 @@ def _is_blank(texts: list[Any]) -> list[bool]:
     return [isinstance(text, str) and not text.strip() for text in texts]
 
 
-def _apply_blank_line_policy(dataset, column: str, policy: str, source: str):
-    """Blank lines in plain text separate paragraphs: skip and count them, or reject the file."""
+def _apply_blank_line_policy(dataset, column: str, policy: str, source: str, rows: list[int] | None = None):
+    """Blank lines in plain text separate paragraphs: skip and count them (their row indexes
+    appended to ``rows``), or reject the file."""
     if isinstance(dataset, datasets.IterableDataset):
         if policy == "error":  # a stream is checked row by row, in collation
             return dataset, None
@@ -182,6 +298,8 @@ def _apply_blank_line_policy(dataset, column: str, policy: str, source: str):
         raise BadSampleError(f"{source}: {len(blank)} blank line(s), the first at row(s) {first} (blank_lines='error')")
     kept = dataset.filter(lambda texts: [not b for b in _is_blank(texts)], input_columns=[column], batched=True)
     logger.info("%s: skipped %d blank lines of %d", source, len(blank), len(dataset))
+    if rows is not None:
+        rows.extend(int(i) for i in blank[ROW_INDEX])
     return kept, len(blank)
 
 

@@ -23,6 +23,7 @@ from multissl.views import ViewRequest
 
 class BarlowTwins(Objective):
     name = "barlow_twins"
+    min_batch_size = 3  # standardises over the batch: at 2 rows every entry of C is +-1, nothing to decorrelate
 
     def __init__(
         self,

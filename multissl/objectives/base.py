@@ -35,6 +35,12 @@ class ObjectiveOutput:
 class Objective(nn.Module):
     #: registry name used in recipes (``objective.name``)
     name: ClassVar[str]
+    #: the smallest global batch (rows over all processes) the loss is defined for; the engine
+    #: refuses a smaller ``train.batch_size`` at start-up and skips (and counts) a micro batch that
+    #: bad-sample skips left smaller. 1: a per-sample loss. In-batch contrastive losses need 2 (a
+    #: row's negatives are the other rows: with one row the loss is exactly 0). Batch-norm layers
+    #: need 2 rows per process; the engine finds those itself (``multissl.guards``).
+    min_batch_size: ClassVar[int] = 1
 
     def view_requests(self) -> tuple[ViewRequest, ...]:
         """One ``ViewRequest`` per domain this objective reads (recipe order), asked every step.

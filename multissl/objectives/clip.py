@@ -54,6 +54,7 @@ def _per_side(name: str, value: Any, kind: type) -> tuple[Any, Any]:
 
 class CLIP(Objective):
     name = "clip"
+    min_batch_size = 2  # in-batch contrastive: a pair's negatives are the other pairs
 
     def __init__(
         self,

@@ -221,6 +221,7 @@ class MoCoV3(_MomentumContrast):
     """
 
     name = "moco_v3"
+    min_batch_size = 2  # in-batch contrastive: keys of the other rows are the negatives (no queue)
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ class NNCLR(Objective):
     """
 
     name = "nnclr"
+    min_batch_size = 2  # in-batch contrastive: a row's negatives are the other rows
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from multissl.views import ViewRequest
 
 class SimCLR(Objective):
     name = "simclr"
+    min_batch_size = 2  # in-batch contrastive: a row's negatives are the other rows (1 row: loss exactly 0)
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ __all__ = ["SimCSE"]
 
 class SimCSE(Objective):
     name = "simcse"
+    min_batch_size = 2  # in-batch contrastive: a sentence's negatives are the other sentences
 
     def __init__(
         self,

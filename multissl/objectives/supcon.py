@@ -33,6 +33,7 @@ class SupCon(Objective):
     """
 
     name = "supcon"
+    min_batch_size = 2  # in-batch contrastive: positives and negatives are the other rows
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from multissl.views import ViewRequest
 
 class VICReg(Objective):
     name = "vicreg"
+    min_batch_size = 3  # batch variance/covariance: at 2 rows the covariance has rank 1, nothing to decorrelate
 
     def __init__(
         self,

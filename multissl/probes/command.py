@@ -72,6 +72,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--limit", type=int, help="use only the first N train rows")
     parser.add_argument("--test-limit", type=int, help="use only the first N test rows")
     parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error")
+    parser.add_argument("--encoding", default="utf-8", help="encoding of text/csv/json data (default: utf-8)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of data and argument errors")
     parser.add_argument("--domain-option", action="append", metavar="KEY=VALUE",
                         help="domain config field (repeatable); preprocessing comes from the encoder folder "
                              "(what it was trained with), and a flag that differs overrides it with a warning")
@@ -139,12 +141,22 @@ def trained_preprocessing(encoder: str, domain: str, given: dict[str, Any]) -> d
 
 def run_probe_command(args: argparse.Namespace) -> int:
     """Run ``multissl probe``; returns the exit code: 0 on success, 2 with a one-line message for
-    a user error (bad argument, missing file or model, bad data)."""
+    a user error (bad argument, missing file or model, bad data, no network); ``--debug`` or
+    ``MULTISSL_DEBUG=1`` shows its traceback instead."""
+    from multissl.errors import EXIT_USER_ERROR, debug_enabled, describe, one_line
+
     try:
         return _run_probe(args)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"multissl probe: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:  # noqa: BLE001 - what is not a user error is re-raised
+        if debug_enabled(getattr(args, "debug", False)):
+            raise
+        line = describe(error)
+        if line is None and isinstance(error, (ValueError, OSError)):
+            line = f"error: {one_line(str(error)) or type(error).__name__}"
+        if line is None:
+            raise
+        print(f"multissl probe: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 def _run_probe(args: argparse.Namespace) -> int:
@@ -171,13 +183,15 @@ def _run_probe(args: argparse.Namespace) -> int:
     train_data = None
     if args.data:
         train_data = DataConfig(path=args.data, format=args.data_format, subset=args.subset, split=args.split,
-                                columns=columns, limit=args.limit, on_bad_sample=args.on_bad_sample)
+                                columns=columns, limit=args.limit, on_bad_sample=args.on_bad_sample,
+                                encoding=getattr(args, "encoding", "utf-8"))
     test_path = args.test_data or args.data
     test_data = None
     if test_path:
         test_data = DataConfig(path=test_path, format=args.test_data_format or args.data_format,
                                subset=args.subset, split=args.test_split or "test", columns=columns,
-                               limit=args.test_limit, on_bad_sample=args.on_bad_sample)
+                               limit=args.test_limit, on_bad_sample=args.on_bad_sample,
+                               encoding=getattr(args, "encoding", "utf-8"))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     domain_name = args.domain or _saved_domain(args.encoder)
