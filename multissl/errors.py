@@ -13,9 +13,14 @@ import re
 import sys
 from typing import Callable
 
-__all__ = ["DataError", "EXIT_USER_ERROR", "debug_enabled", "describe", "one_line", "report", "run_reporting"]
+__all__ = ["DataError", "LaunchError", "EXIT_USER_ERROR", "debug_enabled", "describe", "one_line", "report", "run_reporting"]
 
 EXIT_USER_ERROR = 2
+
+
+class LaunchError(RuntimeError):
+    """The processes a launcher started do not form the run it asked for; the message says how to
+    launch it."""
 
 
 class DataError(ValueError):
@@ -72,7 +77,7 @@ def describe(error: BaseException) -> str | None:
             return f"error: bad sample: {message}"
         return (f"error: bad sample: {message}; fix or remove it, or set data.on_bad_sample=skip to skip bad "
                 "samples (each is named in log.jsonl and counted)")
-    if isinstance(error, (RecipeError, CheckpointError, DataError)):
+    if isinstance(error, (RecipeError, CheckpointError, DataError, LaunchError)):
         return f"error: {message}"
     if type(error).__name__ == "NonFiniteLossError":
         return f"error: {message}"

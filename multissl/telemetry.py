@@ -33,6 +33,15 @@ class JsonlLog:
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    def forget_after(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (a run resumed from there trains and logs them
+        again, so the log never holds a step twice)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(kept))
+
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return

@@ -40,7 +40,8 @@ from multissl.domain import BadSampleError, DataConfig, Domain, move_to_device
 from multissl.checkpoint import (Resumable, check_supported, fault_point, load_checkpoint, resume_checkpoint,
                                  save_checkpoint)
 from multissl.config import MAY_CHANGE_ON_RESUME, Recipe, RecipeError, load_recipe, recipe_to_dict
-from multissl.errors import DataError, run_reporting
+from multissl.console import RunConsole, quiet_library_progress
+from multissl.errors import DataError, LaunchError, run_reporting
 from multissl.guards import BatchGuard, NotEnoughDataError, check_batch_size, check_enough_rows
 from multissl.skips import SkipLedger, batch_skip_records
 from multissl.features import Encoder
@@ -303,6 +304,11 @@ def scaled_lr(recipe: Recipe, world_size: int) -> float:
 
 def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelerator | None = None) -> RunResult:
     """Run a recipe to its end (or resume it); returns where its encoders were saved."""
+    with quiet_library_progress():
+        return _train(recipe, recipe_source, accelerator)
+
+
+def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) -> RunResult:
     started = time.time()
     run_dir = Path(recipe.output_dir)
     tc = recipe.train
@@ -315,6 +321,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=tc.find_unused_parameters)],
         )
+    check_launch(accelerator, tc.precision)
     set_seed(tc.seed)
     check_supported(accelerator)
     check_batch_size(recipe, accelerator.num_processes, recipe_source)
@@ -358,9 +365,11 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
     if tc.compile:
         model = torch.compile(model)
 
+    log = JsonlLog(run_dir / "log.jsonl", accelerator.is_main_process)
     if resume_from is not None:
         accelerator.print(f"resuming from {resume_from}")
         load_checkpoint(accelerator, resume_from, resumable, verified=True)
+        log.forget_after(state.step)  # steps logged after the checkpoint are trained (and logged) again
     if accelerator.is_main_process:  # every process loaded the same rows: count load-time drops once
         for domain in domains.values():
             skips.add(getattr(domain, "load_skips", []), once=True)
@@ -370,10 +379,10 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     if recipe.logging.trackers:
         accelerator.init_trackers("multissl", config=_flat_config(recipe))
-    log = JsonlLog(run_dir / "log.jsonl", accelerator.is_main_process)
 
     unwrapped: SSLModel = accelerator.unwrap_model(model)
-    progress = _progress(accelerator, recipe, total_steps, state.step)
+    console = RunConsole(accelerator.is_main_process, total_steps, state.step, recipe.logging.every,
+                         recipe.logging.progress_bar)
     losses: list[float] = []
     micro = 0
 
@@ -402,10 +411,8 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             for objective in unwrapped.objectives.values():
                 objective.on_step_end(state.step, total_steps)
             losses.append(to_float(loss))
-            _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{losses[-1]:.4f}")
+            _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips, total_steps)
+            console.step(state.step, losses[-1], scheduler.get_last_lr()[0])
             fault_point("step", state.step)
             if state.step % recipe.checkpoint.every == 0 or state.step == total_steps:
                 _report_skips(accelerator, skips, log, state.step)
@@ -423,8 +430,7 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
             continue
         break
 
-    if progress is not None:
-        progress.close()
+    console.close()
     _report_skips(accelerator, skips, log, state.step, summary=True)
     encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step, _rows(dataset))
     accelerator.end_training()
@@ -521,9 +527,10 @@ def _guard_finite(accelerator: Accelerator, loss: Tensor, step: int, logs: dict[
         )
 
 
-def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips: SkipLedger) -> None:
+def _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips: SkipLedger,
+              total_steps: int) -> None:
     every, health_every = recipe.logging.every, recipe.logging.health_every
-    if state.step % every and state.step % health_every:
+    if state.step % every and state.step % health_every and state.step != total_steps:
         return
     _report_skips(accelerator, skips, log, state.step)
     record: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "loss": accelerator.reduce(loss.detach(), "mean")}
@@ -631,12 +638,23 @@ def _flat_config(recipe: Recipe) -> dict[str, Any]:
     return flat
 
 
-def _progress(accelerator: Accelerator, recipe: Recipe, total: int, done: int):
-    if not (recipe.logging.progress_bar and accelerator.is_main_process):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="train", dynamic_ncols=True)
+def check_launch(accelerator: Accelerator, precision: str) -> None:
+    """Stop when ``accelerate launch`` started several processes that did not join one process
+    group (on a CPU without ACCELERATE_USE_CPU=1 each runs alone and all write the same folder),
+    and say so when the launcher's mixed precision differs from the recipe's (the recipe wins)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise LaunchError(
+            f"the launcher started {launched} processes but this one runs alone (world size "
+            f"{accelerator.num_processes}): they would train independently into the same folder. On a CPU, "
+            f"launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes {launched} ...; "
+            "on GPUs, check that every process sees one")
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    wanted = "no" if precision == "fp32" else precision
+    if launcher is not None and launcher.lower() != wanted and accelerator.is_main_process:
+        print(f"note: the launcher's mixed precision {launcher!r} differs from the recipe's train.precision="
+              f"{precision!r}: the recipe's is used (and the model card says so); set train.precision to change it",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,6 +155,8 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(share
         torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=0, msg=f"{key} differs after resume")
     full_log, resumed_log = read_log(tmp_path / "full"), read_log(killed_dir)
     assert [r["loss"] for r in full_log][-2:] == pytest.approx([r["loss"] for r in resumed_log][-2:], abs=1e-6)
+    # steps logged after the checkpoint and trained again are logged once
+    assert [r["step"] for r in resumed_log] == [r["step"] for r in full_log]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(shared_data, tmp_path):
