@@ -1,4 +1,4 @@
-"""Text views on real captions: shapes, the statistics each augmentation promises (checked against
+"""Text views on captions (tests/fixture_data.py): shapes, the statistics each augmentation promises (checked against
 binomial tolerances and naive per-row loops written here), special tokens left alone, and
 reproducibility from the engine's generator."""
 
@@ -18,9 +18,9 @@ BATCH = 384
 
 
 @pytest.fixture(scope="module")
-def domain_and_batch(shared_data):
+def domain_and_batch(data_root):
     domain = TextDomain(TextConfig(vocab_size=800, max_length=48))
-    rows = domain.load(DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=3000))
+    rows = domain.load(DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=3000))
     batch = domain.collate([rows[i] for i in range(BATCH)])
     return domain, batch
 
@@ -199,9 +199,9 @@ def test_swap_exchanges_exactly_two_words_and_keeps_specials_in_place(domain_and
     assert moved > 0.8 * len(ids)  # only rows with two equal words swapped (or < 2 words) stay
 
 
-def test_token_unit_swaps_single_tokens(shared_data):
+def test_token_unit_swaps_single_tokens(data_root):
     domain = TextDomain(TextConfig(vocab_size=300, augment_unit="token"))
-    rows = domain.load(DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=500))
+    rows = domain.load(DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=500))
     batch = domain.collate([rows[i] for i in range(64)])
     new_ids = domain.make_views(batch, ViewRequest("augmented", {"policy": "swap"}), generator(6))["views"][0]["input_ids"]
     for row in range(64):
