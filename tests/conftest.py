@@ -11,7 +11,8 @@ from tests import fixture_data
 # The real data lives beside the project, never inside it (shared/data/README.md). Point
 # MULTISSL_SHARED_DATA elsewhere to move it, or at a missing folder (MULTISSL_SHARED_DATA=/nonexistent)
 # to see what a fresh clone without ../shared sees.
-SHARED_DATA = Path(os.environ.get("MULTISSL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+SHARED_DATA = Path(os.environ.get("MULTISSL_SHARED_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ __all__ = [
 
 #: where the ``data_root`` fixture publishes the tree it built (spawned processes inherit it)
 ENVIRONMENT_VARIABLE = "MULTISSL_TEST_DATA"
-_VERSION = "9"  # bump when the content changes: a stale tree is rebuilt
+_VERSION = "10"  # bump when the content changes: a stale tree is rebuilt
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR_SHARD_ROWS = (600, 100, 100, 100)  # train-00000 holds enough rows for 400/200 probe splits
@@ -77,7 +77,7 @@ LIBRISPEECH_LABELLED = {
 }
 FLICKR_PHOTOS = 40
 CAPTIONS_PER_PHOTO = 5
-STSB_ROWS = {"train": 400, "dev": 200}
+STSB_ROWS = {"train": 400, "dev": 1000}  # dev: enough pairs that float ties barely move rho
 #: task -> split -> rows (blank lines not counted), as read by multissl.probes.text.read_senteval_task
 SENTEVAL_SIZES = {"MR": {"all": 160}, "CR": {"all": 160}, "SUBJ": {"all": 160}, "MPQA": {"all": 160},
                   "SST2": {"train": 160, "dev": 40, "test": 60}, "TREC": {"train": 180, "test": 60},
@@ -417,8 +417,8 @@ def caption(rng: np.random.Generator, subject: str | None = None, colour: str | 
     form = int(rng.integers(0, 5))
     if form == 0:
         words = f"{who} {dressed} {garment} {be} {action} {place}"
-    elif form == 1:
-        words = f"{place[0].upper()}{place[1:]} , {who[0].lower()}{who[1:]} in {colour} {be} {action}"
+    elif form == 1:  # a comma: the captions csv quotes this caption
+        words = f"{who} in {colour} {be} {action} {place} , {rng.choice(_ASIDES)}"
     elif form == 2:
         words = f"{who} with {_a(colour)} {thing} {be} {action} {place}"
     elif form == 3:
@@ -431,6 +431,8 @@ def caption(rng: np.random.Generator, subject: str | None = None, colour: str | 
 
 _THINGS = ["umbrella", "boat", "car", "kite", "backpack", "balloon", "bucket", "guitar", "surfboard", "tent",
            "bench", "truck", "wall", "door", "flag", "sign", "train", "tractor", "basket", "bicycle"]
+_ASIDES = ["as the sun sets", "on a sunny day", "in the rain", "early in the morning", "late at night",
+           "during a festival", "after school", "in the summer"]
 _WATCHING = ["watches", "looks on", "waits nearby", "sleeps", "takes a picture", "follows", "barks", "laughs"]
 
 
@@ -457,13 +459,17 @@ def _wiki_sentence(rng: np.random.Generator, topic: str) -> str:
         words = f"The {topic} {rng.choice(_WIKI_VERBS)} in {year} by {rng.choice(_WIKI_OBJECTS)}"
     elif pattern == 1:
         low = int(rng.integers(2, 90))
-        words = f"It is {low} @-@ {low + int(rng.integers(2, 30))} metres long and lies in the {rng.choice(_WIKI_ADJECTIVES)} part of {_name(rng)}"
+        words = (f"It is {low} @-@ {low + int(rng.integers(2, 30))} metres long and lies in the "
+                 f"{rng.choice(_WIKI_ADJECTIVES)} part of {_name(rng)}")
     elif pattern == 2:
-        words = f"In {year} , {_name(rng)} {_name(rng)} wrote that the {topic} was \" {rng.choice(_WIKI_ADJECTIVES)} \" and {rng.choice(_WIKI_ADJECTIVES)}"
+        words = (f"In {year} , {_name(rng)} {_name(rng)} wrote that the {topic} was \" {rng.choice(_WIKI_ADJECTIVES)} \" "
+                 f"and {rng.choice(_WIKI_ADJECTIVES)}")
     elif pattern == 3:
-        words = f"The {rng.choice(_WIKI_NOUNS)} of {_name(rng)} had {int(rng.integers(2, 9))} @,@ {int(rng.integers(100, 999))} members"
+        what = f"The {rng.choice(_WIKI_NOUNS)} of {_name(rng)}"
+        words = f"{what} had {int(rng.integers(2, 9))} @,@ {int(rng.integers(100, 999))} members"
     elif pattern == 4:
-        words = f"Its mass is {int(rng.integers(1, 9))} @.@ {int(rng.integers(1, 9))} kg , about {int(rng.integers(2, 20))} lb"
+        mass = f"{int(rng.integers(1, 9))} @.@ {int(rng.integers(1, 9))}"
+        words = f"Its mass is {mass} kg , about {int(rng.integers(2, 20))} lb"
     else:
         words = f"A {rng.choice(_WIKI_ADJECTIVES)} <unk> {rng.choice(_WIKI_VERBS)} near the {topic}"
     if rng.uniform() < 0.12 and pattern != 5:
@@ -499,8 +505,9 @@ def _play(rng: np.random.Generator, lines: int) -> str:
     while len(out) < lines:
         out.append(f"{rng.choice(_PLAY_SPEAKERS)}:")
         for _ in range(int(rng.integers(1, 5))):
-            out.append(f"{rng.choice(_PLAY_WORDS['start'])} {rng.choice(['thou', 'we', 'he', 'she', 'they'])} "
-                       f"{rng.choice(_PLAY_WORDS['verb'])} {rng.choice(_PLAY_WORDS['rest'])}{rng.choice(['.', ',', '!', '?', ';'])}")
+            start, who = rng.choice(_PLAY_WORDS["start"]), rng.choice(["thou", "we", "he", "she", "they"])
+            out.append(f"{start} {who} {rng.choice(_PLAY_WORDS['verb'])} "
+                       f"{rng.choice(_PLAY_WORDS['rest'])}{rng.choice(['.', ',', '!', '?', ';'])}")
         out.append("")
     return "\n".join(out[:lines]) + "\n"
 
@@ -539,8 +546,13 @@ def _stsb_lines(rng: np.random.Generator, rows: int, split: str) -> list[str]:
         kind = index % 5
         if kind == 4:
             second = caption(rng)  # unrelated (shares only the grammar's function words)
-        else:  # 1, 2, 4 or 6 words changed (few identical pairs: their cosines tie, as in the real files)
-            second = _variant(rng, first, changes=max(1, 2 * kind))
+        else:  # up to 1, 3, 5 or 7 words changed, a word more or less: few pairs with equal cosines
+            words = _variant(rng, first, changes=int(rng.integers(0, 2 + 2 * kind))).split()
+            if rng.uniform() < 0.5:
+                words.insert(int(rng.integers(1, len(words))), str(rng.choice(_AGES + ["very", "also", "now", "still"])))
+            if rng.uniform() < 0.3:
+                del words[int(rng.integers(1, len(words) - 1))]
+            second = " ".join(words)
         score = float(np.clip(5 * _overlap(first, second) ** 1.5 + rng.normal(0, 0.25), 0, 5))
         if index % 17 == 3:  # sentences with double quotes: no csv quoting in this format
             first = first.replace(" is ", ' is "', 1).rstrip(" .") + '" .'
@@ -600,7 +612,8 @@ def _senteval(root: Path, rng: np.random.Generator) -> None:
         sentences = ([_opinion(rng, _NEGATIVE) for _ in range(half[task])], [_opinion(rng, _POSITIVE) for _ in range(half[task])])
         _two_files(base / task, names, sentences, SENTEVAL_BLANK_LINES.get(task, 0))
     subjective = [f"{rng.choice(_SUBJECTIVE)} {_opinion(rng, _POSITIVE + _NEGATIVE)}" for _ in range(half["SUBJ"])]
-    objective = [f"{rng.choice(_OBJECTIVE)} {rng.choice(PLACES).split(' ', 1)[1]} , where {caption(rng).lower()}" for _ in range(half["SUBJ"])]
+    objective = [f"{rng.choice(_OBJECTIVE)} {rng.choice(PLACES).split(' ', 1)[1]} , where {caption(rng).lower()}"
+                 for _ in range(half["SUBJ"])]
     _two_files(base / "SUBJ", ("subj.objective", "subj.subjective"), (objective, subjective))
     phrases = ([f"{rng.choice(['very', 'rather', 'so'])} {rng.choice(_NEGATIVE)}" for _ in range(half["MPQA"])],
                [f"{rng.choice(['truly', 'quite', 'so'])} {rng.choice(_POSITIVE)}" for _ in range(half["MPQA"])])
@@ -614,9 +627,9 @@ def _senteval(root: Path, rng: np.random.Generator) -> None:
         (base / "SST" / "binary" / f"sentiment-{split}").write_text(
             "".join(f"{_opinion(rng, _POSITIVE if y else _NEGATIVE)} \t{y}\n" for y in labels), encoding="utf-8")
         fine = rng.integers(0, 5, count)
+        words = {0: _NEGATIVE, 1: _NEGATIVE, 2: _POSITIVE + _NEGATIVE, 3: _POSITIVE, 4: _POSITIVE}
         (base / "SST" / "fine" / f"sentiment-{split}").write_text(
-            "".join(f"{y} {_opinion(rng, _POSITIVE if y > 2 else _NEGATIVE if y < 2 else _POSITIVE + _NEGATIVE)}\n" for y in fine),
-            encoding="utf-8")
+            "".join(f"{y} {_opinion(rng, words[int(y)])}\n" for y in fine), encoding="utf-8")
 
     (base / "TREC").mkdir(parents=True, exist_ok=True)
     coarse = list(_QUESTIONS)
@@ -721,7 +734,8 @@ def _misc(root: Path, rng: np.random.Generator) -> None:
     rgba = np.concatenate([_scene(rng, 1, 50, 50), np.full((50, 50, 1), 128, np.uint8)], axis=2)
     rgba[:10, :, 3] = 0
     Image.fromarray(rgba, "RGBA").save(images / "rgba_50x50.png")
-    Image.fromarray(_scene(rng, 7, 21, 33)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(images / "palette_33x21.png")
+    palette = Image.fromarray(_scene(rng, 7, 21, 33)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.save(images / "palette_33x21.png")
     audio = root / "misc" / "audio"
     audio.mkdir(parents=True, exist_ok=True)
     for rate in (8000, 16000):

@@ -1,4 +1,4 @@
-"""MoCo v2 and v3: learn on data laid out as ../shared/data, state round-trips, the key network follows the query network
+"""MoCo v2 and v3: learn on data, state round-trips, the key network follows the query network
 by EMA only, 2 processes equal 1 where that is exact, and shuffling BN does what MoCo sec. 3.3 says."""
 
 from __future__ import annotations
