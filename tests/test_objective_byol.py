@@ -35,7 +35,7 @@ def test_byol_overfits_images_and_round_trips_its_target(data_root):
     assert _mean(losses[-5:]) < _mean(losses[:5]) - 0.8, losses
     target = dict(objective.target.named_parameters())
     online = dict(objective.online.named_parameters())
-    assert any(not torch.equal(target[f"network.module.{k}"], v) for k, v in online.items()), \
+    assert any(not torch.equal(target[f"module.{k}"], v) for k, v in online.items()), \
         "the target never moved away from its initial copy"
     assert_state_round_trip(objective, build_byol)
 
@@ -72,11 +72,11 @@ def test_target_moves_by_exactly_the_ema_rule(step, total):
         for name, buffer in objective.online.named_buffers():
             if buffer.is_floating_point():  # batch-norm running statistics follow the EMA too
                 buffer.add_(torch.rand(buffer.shape, generator=generator))
-    before = {k: v.clone() for k, v in objective.target.network.module.state_dict().items()}
+    before = {k: v.clone() for k, v in objective.target.module.state_dict().items()}
     online = {k: v.clone() for k, v in objective.online.state_dict().items()}
     objective.on_step_end(step, total)
     tau = _paper_tau(step, total)
-    after = objective.target.network.module.state_dict()
+    after = objective.target.module.state_dict()
     for name, value in after.items():
         if value.is_floating_point():
             expected = tau * before[name].double() + (1 - tau) * online[name].double()

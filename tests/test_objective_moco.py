@@ -74,7 +74,7 @@ def test_moco_v2_learns_on_images_and_round_trips_queue_and_key_network(image):
     assert int(queue.total_enqueued) == steps * 16 and int(queue.pointer) == steps * 16 % queue.size
     state = objective.state_dict()
     assert {"queue.keys", "queue.pointer", "queue.total_enqueued", "key_network.momentum"} <= set(state)
-    assert any(k.startswith("key_network.network.module.encoder.") for k in state)
+    assert any(k.startswith("key_network.module.encoder.") for k in state)
     assert_state_round_trip(objective, lambda: _fresh(image, "moco_v2", V2_OPTIONS))
 
 
@@ -176,7 +176,7 @@ def test_key_network_gets_no_gradient_and_moves_by_exactly_the_ema_rule(image, n
     objective = _fresh(image, name, options, architecture)
     out = objective(*make_views(objective, [image], [raw_batch(image, 8)], seed=1))
     out.loss.backward()
-    key_network = objective.key_network.network.module
+    key_network = objective.key_network.module
     assert all(not p.requires_grad and p.grad is None for p in key_network.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.query_network.parameters())
 
@@ -213,7 +213,7 @@ def _rows_of(inputs: torch.Tensor, reference: torch.Tensor) -> list[int]:
 
 def _record_key_inputs(objective) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
-    objective.key_network.network.module.register_forward_pre_hook(
+    objective.key_network.module.register_forward_pre_hook(
         lambda module, args: seen.append(args[0][0]["pixel_values"].clone()))
     return seen
 
