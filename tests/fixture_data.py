@@ -7,8 +7,12 @@ two builds are byte-identical.
 
 The content is learnable, so overfitting runs, probes and retrieval tests still mean something:
 
-- images (CIFAR-like, Flickr-like): a class-dependent shape in a class-dependent colour on a
-  vertical-gradient background (lighter on top, so rotations and patch positions are visible);
+- CIFAR-like images: one of ten shapes, in a hue of its own, at a random place, size, aspect and
+  tilt, over a random crop of one of the two photographs scikit-learn ships (natural textures and
+  colours, upright: what tells one image from another of its class, and rotations and patch
+  positions apart); colours muted as in CIFAR-10. The first 16 rows of train-00000 have the real
+  shard's classes. Flickr-like photos: the subject's shape in the caption's colour over the
+  caption's place (a gradient of its own colours) with a faint photo texture;
 - MNIST-like digits: seven-segment strokes, jittered in position, size, slant and thickness;
 - FSDD-like speech: harmonics whose formant trajectories and pitch contour depend on the digit,
   with a speaker-dependent pitch, spectral tilt and vibrato;
@@ -19,7 +23,10 @@ The content is learnable, so overfitting runs, probes and retrieval tests still 
 
 The quirks the readers must handle are reproduced: STS-B lines with extra fields and ``"`` in
 sentences, a latin-1 line in TREC's training file, MRPC's byte-order mark and header, blank lines
-in CR and MPQA, WikiText's ``<unk>`` and ``@-@`` markers, headings and blank lines.
+in CR and MPQA, WikiText's ``<unk>`` and ``@-@`` markers, headings and blank lines, quoted captions
+(with a comma) in captions.csv, FSDD names that sort 0, 1, 10, 11, 12, 2, ..., LibriSpeech labels
+for utterances whose audio is not there. tests/test_real_data.py checks, where ../shared/data is
+present, that the real files have the same layout, formats and quirks.
 
 Besides the mirrored layout, ``misc/`` holds a few images of several sizes and modes (RGB, L, RGBA,
 P; PNG and JPEG) and wav files at 8 and 16 kHz.
