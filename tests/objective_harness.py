@@ -1,11 +1,12 @@
-"""Shared machinery for objective tests: tiny real setups, overfitting runs, checkpoint round trips,
+"""Shared machinery for objective tests: tiny setups, overfitting runs, checkpoint round trips,
 and two-process equivalence. Every objective test uses these, so the checks live once.
 
-Setups read real files from ../shared/data (callers pass the ``shared_data`` fixture's path):
+Setups read files laid out as ../shared/data; callers pass the ``data_root`` fixture's path (the
+synthetic tree of tests/fixture_data.py, always there), or any folder of that layout:
 
-    image: 64 CIFAR-10 images at 16 px (or digits), a tiny ConvNeXt or ViT
-    audio: 32 FSDD recordings at 8 kHz, 0.5 s crops, a tiny wav2vec2
-    text:  64 Multi30k captions, a sentencepiece tokenizer trained on them, a tiny BERT
+    image: 64 CIFAR-10-like images at 16 px, a tiny ConvNeXt or ViT
+    audio: 32 FSDD-like recordings at 8 kHz, 0.5 s crops, a tiny wav2vec2
+    text:  64 captions, a sentencepiece tokenizer trained on them, a tiny BERT
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ class Setup:
         self.domain, self.dataset, self.encoder = domain, dataset, encoder
 
 
-def tiny_setup(kind: str, shared_data: Path, architecture: str | None = None, rows: int = 64,
+def tiny_setup(kind: str, data_root: Path, architecture: str | None = None, rows: int = 64,
                options: dict[str, Any] | None = None, seed: int = 0) -> Setup:
-    """A real, tiny setup of one modality (see module doc). ``options`` update the domain config."""
+    """A tiny setup of one modality (see module doc). ``options`` update the domain config."""
     torch.manual_seed(seed)
     if kind == "image":
         domain = build_domain("image", {"image_size": 16, "normalization": "cifar10", **(options or {})})
-        data = DataConfig(path=str(shared_data / "image/cifar10/train-00000-of-00004.parquet"),
+        data = DataConfig(path=str(data_root / "image/cifar10/train-00000-of-00004.parquet"),
                           columns={"image": "img", "label": "label"}, limit=rows)
         encoder_config = EncoderConfig(architecture=architecture or "convnext", size="tiny")
     elif kind == "audio":
@@ -56,11 +57,11 @@ def tiny_setup(kind: str, shared_data: Path, architecture: str | None = None, ro
                                         "max_seconds": 1.0,
                                         "filename_pattern": r"(?P<label>\d)_(?P<speaker>[a-z]+)_(?P<take>\d+)\.wav$",
                                         **(options or {})})
-        data = DataConfig(path=str(shared_data / "audio/fsdd/recordings"), columns={"label": "label"}, limit=rows)
+        data = DataConfig(path=str(data_root / "audio/fsdd/recordings"), columns={"label": "label"}, limit=rows)
         encoder_config = EncoderConfig(architecture=architecture or "wav2vec2", size="tiny")
     elif kind == "text":
         domain = build_domain("text", {"tokenizer": "train", "vocab_size": 300, "max_length": 32, **(options or {})})
-        data = DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=rows)
+        data = DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=rows)
         encoder_config = EncoderConfig(architecture=architecture or "bert", size="tiny")
     else:
         raise ValueError(f"unknown setup kind {kind!r}")

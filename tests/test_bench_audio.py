@@ -2,7 +2,9 @@
 never see a test take in training, the SSL rows carry no label), the leave-one-utterance-out phone
 folds and their validation blocks, the MFCC pooling, and a real budgeted SSL run (it starts from the
 random-init weights and stops once its CPU budget is spent; the budget loop itself is
-bench/_quality.py's, tested with the image benchmark). No timings are asserted.
+bench/_quality.py's, tested with the image benchmark). No timings are asserted. The benchmark's FSDD
+is the synthetic one of tests/fixture_data.py (same names, takes 0-12); the real split's sizes are
+checked in tests/test_real_data.py.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ def _parsed(rows) -> list[tuple[int, str, int]]:
 # ------------------------------------------------------------------------------------------ splits
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _synthetic_fsdd(data_root):
+    """The benchmark reads ../shared/data: point it at the synthetic tree."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "FSDD", data_root / "audio" / "fsdd" / "recordings")
+        patch.setattr(bench, "PHONE_LABELS", data_root / "audio" / "librispeech_mini" / "phone_labels.txt")
+        yield
+
+
 @pytest.fixture(scope="module")
-def fsdd_splits(shared_data):
+def fsdd_splits():
     _, train = bench.load_fsdd(bench.TRAIN_TAKES)
     _, test = bench.load_fsdd(bench.TEST_TAKES)
     return train, test
@@ -42,11 +53,12 @@ def fsdd_splits(shared_data):
 def test_fsdd_split_holds_out_takes_0_to_4_for_every_speaker_and_digit(fsdd_splits):
     train, test = fsdd_splits
     train_names, test_names = _parsed(train), _parsed(test)
+    every_take = {int(NAME.search(name).group(3)) for name in os.listdir(bench.FSDD)}
     assert {take for _, _, take in test_names} == set(range(0, 5))
-    assert {take for _, _, take in train_names} == set(range(5, 50))
+    assert {take for _, _, take in train_names} == every_take - set(range(0, 5)) and max(every_take) >= 5
     assert not set(train["audio"]) & set(test["audio"])
-    # 6 speakers x 10 digits, each in both splits: 5 test takes and 45 train takes of each pair
-    for names, takes in ((test_names, 5), (train_names, 45)):
+    # 6 speakers x 10 digits, each in both splits: 5 test takes and every other take of each pair
+    for names, takes in ((test_names, 5), (train_names, len(every_take) - 5)):
         pairs: dict[tuple[int, str], int] = {}
         for digit, speaker, _ in names:
             pairs[(digit, speaker)] = pairs.get((digit, speaker), 0) + 1
@@ -138,7 +150,7 @@ def accelerator():
     return Accelerator(cpu=True, mixed_precision="no")
 
 
-def test_a_contender_starts_from_the_random_init_weights_and_stops_when_its_cpu_budget_is_spent(shared_data, accelerator):
+def test_a_contender_starts_from_the_random_init_weights_and_stops_when_its_cpu_budget_is_spent(fsdd_splits, accelerator):
     from bench._quality import CpuBudget
 
     initial = bench.build_random_encoder("tiny", seed=0).state_dict()
@@ -149,12 +161,12 @@ def test_a_contender_starts_from_the_random_init_weights_and_stops_when_its_cpu_
     assert report.stopped_by == "budget" and report.cpu_seconds >= 1.5 and report.steps >= 1
     assert budget.exhausted()
     assert all(math.isfinite(loss) for loss in report.losses)
-    assert result.epochs == pytest.approx(report.steps * 64 / 2700)  # batch 64 of the 2,700 training clips
+    assert result.epochs == pytest.approx(report.steps * 64 / len(fsdd_splits[0]))  # batch 64 of the training clips
     assert any(not torch.equal(value, initial[name]) for name, value in result.encoder.state_dict().items())
     assert f"data.path={bench.FSDD}" in result.overrides and not any(o.startswith("output_dir=") for o in result.overrides)
 
 
-def test_a_contender_that_does_not_start_from_the_shared_weights_is_refused(shared_data, accelerator):
+def test_a_contender_that_does_not_start_from_the_shared_weights_is_refused(accelerator):
     from bench._quality import CpuBudget
 
     other = bench.build_random_encoder("tiny", seed=1).state_dict()
@@ -164,7 +176,7 @@ def test_a_contender_that_does_not_start_from_the_shared_weights_is_refused(shar
 
 
 @pytest.mark.parametrize("method", ["masked_frames", "byol", "data2vec"])
-def test_every_method_takes_finite_steps_on_fsdd(shared_data, accelerator, method):
+def test_every_method_takes_finite_steps_on_fsdd(accelerator, method):
     from bench._quality import CpuBudget
 
     result = bench.train_method(bench.METHODS[method], "tiny", CpuBudget(60.0), seed=0, accelerator=accelerator,

@@ -3,7 +3,9 @@ budget stopping of the real training steps, the peer loop's equality with multis
 and the notes of rows multissl loses.
 
 No measured number is asserted: expectations come from loops written here, enumeration, or
-properties (disjoint splits, equal first losses of two implementations of one formula).
+properties (disjoint splits, equal first losses of two implementations of one formula). Data: the
+synthetic Flickr8k, MNIST and FSDD of tests/fixture_data.py (laid out as ../shared/data); the real
+split's sizes are checked in tests/test_real_data.py.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ if str(ROOT) not in sys.path:
 from bench import quality_crossmodal as crossmodal  # noqa: E402
 from bench._common import losing_rows  # noqa: E402
 from bench._quality import CpuBudget, StepResult, TrainingReport, budgeted_training  # noqa: E402
+from tests.fixture_data import MNIST_IMAGES  # noqa: E402
 
 
 def synthetic_rows(num_images: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -59,12 +62,14 @@ def test_split_by_image_keeps_every_caption_with_its_photo():
     assert crossmodal.split_by_image(rows, 9, seed=4).test_images != split.test_images
 
 
-def test_flickr_split_is_800_by_200_photos_with_5_captions_each(shared_data, tmp_path):
-    rows = crossmodal.read_captions(shared_data / "pairs" / "flickr8k_1k" / "captions.csv")
-    split = crossmodal.split_by_image(rows, crossmodal.FLICKR_TEST_IMAGES, seed=0)
-    assert (len(split.train_images), len(split.test_images)) == (800, 200)
-    assert (len(split.train_rows), len(split.test_rows)) == (4000, 1000)
-    assert torch.bincount(torch.tensor(split.text_to_image)).tolist() == [5] * 200
+def test_flickr_split_by_photo_with_5_captions_each_and_its_files(data_root, tmp_path):
+    rows = crossmodal.read_captions(data_root / "pairs" / "flickr8k_1k" / "captions.csv")
+    photos = len({image for image, _ in rows})
+    test_photos = photos // 5  # the benchmark holds out 200 of the 1,000 real photos
+    split = crossmodal.split_by_image(rows, test_photos, seed=0)
+    assert (len(split.train_images), len(split.test_images)) == (photos - test_photos, test_photos)
+    assert (len(split.train_rows), len(split.test_rows)) == (5 * (photos - test_photos), 5 * test_photos)
+    assert torch.bincount(torch.tensor(split.text_to_image)).tolist() == [5] * test_photos
 
     files = crossmodal.write_split_files(split, tmp_path)
     with open(files["test_images"], newline="") as handle:
@@ -104,18 +109,19 @@ def test_chance_text_to_image_recall_matches_enumeration():
         assert crossmodal.chance_text_to_image_recall(k, num_images) == pytest.approx(expected)
 
 
-@pytest.mark.slow  # loads all of MNIST t10k and FSDD, pairs 8,000 rows by label
-def test_digits_training_rows_never_hold_a_held_out_image(shared_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(crossmodal, "MNIST", shared_data / "image" / "mnist")
-    monkeypatch.setattr(crossmodal, "FSDD", shared_data / "audio" / "fsdd" / "recordings")
+@pytest.mark.slow  # loads all of MNIST t10k and FSDD, pairs the training rows by label
+def test_digits_training_rows_never_hold_a_held_out_image(data_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(crossmodal, "MNIST", data_root / "image" / "mnist")
+    monkeypatch.setattr(crossmodal, "FSDD", data_root / "audio" / "fsdd" / "recordings")
     overrides = crossmodal.recipe_overrides(crossmodal.DIGITS_OVERRIDES, mnist=crossmodal.MNIST, fsdd=crossmodal.FSDD,
                                             seed=0, output_dir=tmp_path / "run")
     run = crossmodal.build_clip_run(crossmodal.DIGITS_RECIPE, overrides, 0)
     mnist = run.dataset.datasets["image"]
     labels = crossmodal.column(mnist, "label")
-    train_rows, held_out_rows = crossmodal.held_out_split(labels, crossmodal.MNIST_HELD_OUT, 0)
+    held_out = len(mnist) // 5  # the benchmark's MNIST_HELD_OUT is a fifth of the real t10k's 10,000
+    train_rows, held_out_rows = crossmodal.held_out_split(labels, held_out, 0)
     crossmodal.keep_training_rows(run, {"image": train_rows})
-    assert len(mnist) == 10_000 and len(run.dataset) == 8_000
+    assert len(mnist) == MNIST_IMAGES and len(run.dataset) == MNIST_IMAGES - held_out
     training_images = set(crossmodal.column(run.dataset.datasets["image"], "row_index").tolist())
     assert training_images == set(train_rows.tolist())
     assert not training_images & set(crossmodal.column(mnist.select(held_out_rows.tolist()), "row_index").tolist())
@@ -123,7 +129,7 @@ def test_digits_training_rows_never_hold_a_held_out_image(shared_data, tmp_path,
     for digit in range(10):
         assert int((labels[held_out_rows] == digit).sum()) == pytest.approx(0.2 * int((labels == digit).sum()), abs=1)
     # pairs by label, with FSDD takes 5-49 only
-    for index in range(0, 8_000, 397):
+    for index in range(0, len(run.dataset), 37):
         pair = run.dataset[index]
         assert pair["image"]["label"] == pair["audio"]["label"]
         digit, _, take = Path(pair["audio"]["audio"]).stem.split("_")
@@ -151,15 +157,15 @@ def test_class_prototypes_reject_a_class_without_rows():
 # ------------------------------------------------------------------------------- training steps
 
 
-def tiny_flickr_run(shared_data: Path, folder: Path, seed: int = 0) -> crossmodal.ClipRun:
+def tiny_flickr_run(data_root: Path, folder: Path, seed: int = 0) -> crossmodal.ClipRun:
     """The benchmark's Flickr run on 12 photos (60 captions), tiny towers, batch 8."""
-    rows = crossmodal.read_captions(shared_data / "pairs" / "flickr8k_1k" / "captions.csv")
+    rows = crossmodal.read_captions(data_root / "pairs" / "flickr8k_1k" / "captions.csv")
     photos = list(dict.fromkeys(image for image, _ in rows))[:15]
     split = crossmodal.split_by_image([row for row in rows if row[0] in photos], 3, seed)
     files = crossmodal.write_split_files(split, folder)
     overrides = crossmodal.recipe_overrides(
         crossmodal.FLICKR_OVERRIDES, train_captions=files["train_captions"],
-        images=shared_data / "pairs" / "flickr8k_1k" / "images", seed=seed, output_dir=folder / "run")
+        images=data_root / "pairs" / "flickr8k_1k" / "images", seed=seed, output_dir=folder / "run")
     overrides += [
         "domains.image.options.image_size=16", "domains.image.options.patch_size=8",
         "domains.image.encoder.overrides={hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32}",
@@ -170,8 +176,8 @@ def tiny_flickr_run(shared_data: Path, folder: Path, seed: int = 0) -> crossmoda
     return crossmodal.build_clip_run(crossmodal.FLICKR_RECIPE, overrides, seed)
 
 
-def test_training_stops_once_the_budget_is_spent(shared_data, tmp_path):
-    run = tiny_flickr_run(shared_data, tmp_path)
+def test_training_stops_once_the_budget_is_spent(data_root, tmp_path):
+    run = tiny_flickr_run(data_root, tmp_path)
     step = crossmodal.multissl_step(run, crossmodal.BatchStream(run, 0))
     step(0.0)  # first-call costs (allocator, kernels) outside the measured run
     spent_before_step, step_costs = [], []
@@ -193,8 +199,8 @@ def test_training_stops_once_the_budget_is_spent(shared_data, tmp_path):
     assert report.cpu_seconds - 0.6 <= step_costs[-1] + 0.05
 
 
-def test_budgeted_training_stops_at_max_steps_and_epochs_cycle(shared_data, tmp_path):
-    run = tiny_flickr_run(shared_data, tmp_path)
+def test_budgeted_training_stops_at_max_steps_and_epochs_cycle(data_root, tmp_path):
+    run = tiny_flickr_run(data_root, tmp_path)
     stream = crossmodal.BatchStream(run, 0)
     assert stream.epoch_batches == len(run.dataset) // 8
     report = budgeted_training(crossmodal.multissl_step(run, stream), 3600.0, max_steps=stream.epoch_batches + 2)
@@ -203,11 +209,11 @@ def test_budgeted_training_stops_at_max_steps_and_epochs_cycle(shared_data, tmp_
     assert all(math.isfinite(loss) for loss in report.losses)
 
 
-def test_open_clip_peer_starts_where_multissl_does(shared_data, tmp_path):
+def test_open_clip_peer_starts_where_multissl_does(data_root, tmp_path):
     """Same weights, batches and views: the first losses are equal (two implementations of CLIP's
     loss at the same temperature), and after identical updates the second ones still agree."""
-    ours = tiny_flickr_run(shared_data, tmp_path / "a")
-    peer = tiny_flickr_run(shared_data, tmp_path / "b")
+    ours = tiny_flickr_run(data_root, tmp_path / "a")
+    peer = tiny_flickr_run(data_root, tmp_path / "b")
     crossmodal.check_same_start(peer, crossmodal.initial_state(ours), "peer")
     our_step = crossmodal.multissl_step(ours, crossmodal.BatchStream(ours, 0))
     peer_step = crossmodal.open_clip_step(peer, crossmodal.BatchStream(peer, 0))
@@ -232,8 +238,8 @@ def test_budget_schedule_warms_up_then_decays_every_group_from_its_own_rate():
         crossmodal.BudgetSchedule(optimizer, warmup=100, final_fraction=0.0)
 
 
-def test_check_same_start_names_the_differing_weight(shared_data, tmp_path):
-    run = tiny_flickr_run(shared_data, tmp_path)
+def test_check_same_start_names_the_differing_weight(data_root, tmp_path):
+    run = tiny_flickr_run(data_root, tmp_path)
     reference = crossmodal.initial_state(run)
     with torch.no_grad():
         run.clip.projection_a.weight.add_(1.0)

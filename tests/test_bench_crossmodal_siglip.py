@@ -30,23 +30,23 @@ TINY = [
 ]
 
 
-def tiny_runs(shared_data: Path, folder: Path, seed: int = 0):
+def tiny_runs(data_root: Path, folder: Path, seed: int = 0):
     """The benchmark's Flickr CLIP and SigLIP runs on 12 photos (60 captions), tiny towers, batch 8,
     and the split's files."""
-    rows = crossmodal.read_captions(shared_data / "pairs" / "flickr8k_1k" / "captions.csv")
+    rows = crossmodal.read_captions(data_root / "pairs" / "flickr8k_1k" / "captions.csv")
     photos = list(dict.fromkeys(image for image, _ in rows))[:15]
     split = crossmodal.split_by_image([row for row in rows if row[0] in photos], 3, seed)
     files = crossmodal.write_split_files(split, folder)
     overrides = crossmodal.recipe_overrides(
         crossmodal.FLICKR_OVERRIDES, train_captions=files["train_captions"],
-        images=shared_data / "pairs" / "flickr8k_1k" / "images", seed=seed, output_dir=folder / "run") + TINY
+        images=data_root / "pairs" / "flickr8k_1k" / "images", seed=seed, output_dir=folder / "run") + TINY
     clip = crossmodal.build_clip_run(crossmodal.FLICKR_RECIPE, overrides, seed)
     siglip = crossmodal.build_clip_run(crossmodal.SIGLIP_RECIPE, overrides, seed)
     return clip, siglip, files, split
 
 
-def test_siglip_contender_starts_from_clips_towers_trains_and_is_scored(shared_data, tmp_path):
-    clip, siglip, files, split = tiny_runs(shared_data, tmp_path)
+def test_siglip_contender_starts_from_clips_towers_trains_and_is_scored(data_root, tmp_path):
+    clip, siglip, files, split = tiny_runs(data_root, tmp_path)
     assert siglip.objective_name == "siglip" and type(siglip.clip).__name__ == "SigLIP"
     reference = crossmodal.initial_state(clip)
     crossmodal.check_same_towers(siglip, reference, "siglip")
@@ -57,7 +57,7 @@ def test_siglip_contender_starts_from_clips_towers_trains_and_is_scored(shared_d
     with pytest.raises(DifferentStartError, match="projection_b.weight"):
         crossmodal.check_same_towers(siglip, reference, "siglip")
 
-    clip, siglip, files, split = tiny_runs(shared_data, tmp_path / "again")
+    clip, siglip, files, split = tiny_runs(data_root, tmp_path / "again")
     step = crossmodal.multissl_step(siglip, crossmodal.BatchStream(siglip, 0))
     losses = [step(0.5).loss for _ in range(3)]  # mid-budget: the schedule's peak learning rate
     assert all(math.isfinite(loss) for loss in losses)

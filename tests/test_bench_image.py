@@ -1,5 +1,6 @@
 """The image quality benchmark's pieces: seeded splits, budget stopping, the progress schedule, the
-evaluation, and the contenders' training steps on a few real CIFAR-10 rows (tiny encoder, seconds).
+evaluation, and the contenders' training steps on a few CIFAR-10-like rows (the synthetic tree of
+tests/fixture_data.py, laid out as ../shared/data; tiny encoder, seconds).
 
 The whole benchmark (minutes to tens of minutes) is not run here; see bench/quality_image.py.
 """
@@ -164,6 +165,14 @@ def test_evaluate_frozen_separable_features_score_high_and_noise_scores_chance()
 quality_image = pytest.importorskip("bench.quality_image")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cifar_shards(data_root):
+    """The benchmark reads CIFAR-10 from ../shared/data: point it at the synthetic shards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quality_image, "DATA_GLOB", data_root / "image" / "cifar10" / "*.parquet")
+        yield
+
+
 def _tiny_settings(**changes):
     settings = dict(budget_cpu_seconds=60.0, encoder="resnet-tiny", batch_size=16, held_out=40, train_images=64,
                     probe_train_images=48, data_limit=240, eval_batch_size=64, max_steps=2, processes=1)
@@ -172,7 +181,7 @@ def _tiny_settings(**changes):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(shared_data):
+def tiny_run(data_root):
     settings = _tiny_settings()
     domain = quality_image.eval_domain()
     data = quality_image.load_cifar(settings, domain)
@@ -299,7 +308,7 @@ def test_losing_notes_say_plainly_where_multissl_loses_and_nothing_where_it_wins
     assert rows[2]["notes"] == "trained" and rows[1]["notes"] == "trained"
 
 
-def test_the_whole_script_writes_a_results_file_the_report_reads(shared_data, tmp_path, monkeypatch):
+def test_the_whole_script_writes_a_results_file_the_report_reads(data_root, tmp_path, monkeypatch):
     """main() end to end on a tiny setting: every contender and baseline row lands in a valid
     results file (a full run is ~40 minutes: a crash at the write would lose all of it)."""
     import argparse

@@ -65,8 +65,8 @@ def test_wikitext_sentences_split_paragraphs_and_count_what_they_leave_out(tmp_p
     assert counts == {"with_unk": 1, "too_short": 1}
 
 
-def test_training_sentences_mix_is_seeded_and_drawn_from_the_corpus(shared_data):
-    corpus = shared_data / "text" / "corpus"
+def test_training_sentences_mix_is_seeded_and_drawn_from_the_corpus(data_root):
+    corpus = data_root / "text" / "corpus"
     sentences, info = qt.training_sentences(corpus, 400, seed=1)
     assert len(sentences) == 400
     assert info["wikitext2_sentences"] == 200 and info["flickr30k_captions"] == 200
@@ -159,8 +159,8 @@ def test_parse_settings_quick_and_task_choice():
 
 
 @pytest.mark.parametrize("method", ["simcse", "data2vec"])
-def test_multissl_simcse_contender_trains_a_tiny_bert_until_its_budget_is_spent(tmp_path, shared_data, method):
-    sentences, _ = qt.training_sentences(shared_data / "text" / "corpus", 256, seed=0)
+def test_multissl_simcse_contender_trains_a_tiny_bert_until_its_budget_is_spent(tmp_path, data_root, method):
+    sentences, _ = qt.training_sentences(data_root / "text" / "corpus", 256, seed=0)
     train_file = tmp_path / "train.txt"
     train_file.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     settings = qt.Settings(batch_size=16, random_size="tiny", vocab_size=300, train_max_length=16)

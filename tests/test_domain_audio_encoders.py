@@ -159,9 +159,9 @@ LOAD_WITHOUT_MULTISSL = textwrap.dedent(
 )
 
 
-def test_save_pretrained_loads_with_plain_transformers(shared_data: Path, tmp_path: Path, wav2vec2):
+def test_save_pretrained_loads_with_plain_transformers(data_root: Path, tmp_path: Path, wav2vec2):
     domain, encoder = wav2vec2
-    recordings = shared_data / "audio" / "fsdd" / "recordings"
+    recordings = data_root / "audio" / "fsdd" / "recordings"
     rows = [{"audio": str(recordings / name)} for name in ("3_theo_7.wav", "8_lucas_12.wav")]
     batch = domain.collate(rows)
     with torch.no_grad():

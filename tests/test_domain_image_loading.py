@@ -1,5 +1,6 @@
-"""Image domain: loading real files (CIFAR-10 parquet, MNIST IDX, sklearn digits, an imagefolder),
-collation, mode conversion, resizing, and the bad-input corpus."""
+"""Image domain: loading files laid out as ../shared/data (CIFAR-10 parquet, MNIST IDX, Flickr8k
+pairs: the synthetic tree of tests/fixture_data.py), sklearn digits, an imagefolder, images of
+several modes and sizes; collation, mode conversion, resizing, and the bad-input corpus."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ def _row(index: int, data: bytes | None = None, path: str | None = None, label: 
     return {"image": {"bytes": data, "path": path}, "label": label, "row_index": index}
 
 
-# ------------------------------------------------------------------------------------------- real data
+# ------------------------------------------------------------------ files laid out as ../shared/data
 
 
-def test_cifar10_parquet_with_limit_decodes_the_real_pixels(shared_data):
-    path = shared_data / CIFAR_SHARD
+def test_cifar10_parquet_with_limit_decodes_the_stored_pixels(data_root):
+    path = data_root / CIFAR_SHARD
     domain = ImageDomain()
     dataset = domain.load(DataConfig(path=str(path), limit=6))
     assert len(dataset) == 6 and set(dataset.column_names) == {"image", "label", "row_index"}
@@ -56,23 +57,23 @@ def test_cifar10_parquet_with_limit_decodes_the_real_pixels(shared_data):
         assert torch.equal(batch["images"][i], torch.from_numpy(expected).permute(2, 0, 1))
 
 
-def test_cifar10_split_slice_column_mapping_and_streaming(shared_data):
-    path = shared_data / CIFAR_SHARD
+def test_cifar10_split_slice_column_mapping_and_streaming(data_root):
+    path = data_root / CIFAR_SHARD
     labels = pq.read_table(path, columns=["label"]).column("label").to_pylist()
     domain = ImageDomain()
     sliced = domain.load(DataConfig(path=str(path), split="train[10:14]", columns={"image": "img", "label": "label"}))
     assert [sliced[i]["label"] for i in range(4)] == labels[10:14]
     assert [sliced[i]["row_index"] for i in range(4)] == [0, 1, 2, 3]  # position in the loaded split
 
-    glob_path = str(shared_data / "image/cifar10/train-*.parquet")
+    glob_path = str(data_root / "image/cifar10/train-*.parquet")
     streamed = list(domain.load(DataConfig(path=glob_path, streaming=True, limit=3)))
     assert [row["label"] for row in streamed] == labels[:3]
     assert [row["row_index"] for row in streamed] == [0, 1, 2]
     assert domain.collate(streamed)["images"].shape == (3, 3, 32, 32)
 
 
-def test_missing_or_unknown_columns_are_named(shared_data, caplog):
-    path = str(shared_data / CIFAR_SHARD)
+def test_missing_or_unknown_columns_are_named(data_root, caplog):
+    path = str(data_root / CIFAR_SHARD)
     # a recipe's mapping that does not fit this data: the image column is found by its type, and
     # a missing label column means training without labels; both are said, naming the columns
     rows = ImageDomain().load(DataConfig(path=path, columns={"image": "picture", "label": "fine"}, limit=2))
@@ -94,8 +95,8 @@ def _read_idx_independently(path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=16).reshape(count, rows, cols)
 
 
-def test_mnist_idx_folder_and_glob(shared_data):
-    folder = shared_data / "image/mnist"
+def test_mnist_idx_folder_and_glob(data_root):
+    folder = data_root / "image/mnist"
     images = _read_idx_independently(folder / "t10k-images-idx3-ubyte.gz")
     labels = np.frombuffer(gzip.open(folder / "t10k-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
     domain = ImageDomain(ImageConfig(image_size=28, channels=1, normalization="mnist"))
@@ -271,10 +272,30 @@ def test_relative_paths_in_a_csv_are_read_from_the_image_root(tmp_path):
         beside_the_csv.collate(rows[:1])
 
 
-def test_flickr8k_pairs_csv_with_an_image_root(shared_data):
-    folder = shared_data / "pairs/flickr8k_1k"
+def test_flickr8k_pairs_csv_with_an_image_root(data_root):
+    folder = data_root / "pairs/flickr8k_1k"
     domain = ImageDomain(ImageConfig(image_size=32, image_root=str(folder / "images")))
     dataset = domain.load(DataConfig(path=str(folder / "captions.csv"), columns={"image": "image"}, limit=3))
     batch = domain.collate([dataset[i] for i in range(3)])
     assert batch["images"].shape == (3, 3, 32, 32) and "labels" not in batch
-    assert batch["images"].float().std() > 10  # real photographs, not blank
+    assert batch["images"].float().std() > 10  # photographs, not blank
+
+
+def test_a_folder_of_every_mode_and_size_loads_as_rgb_at_the_configured_size(data_root):
+    folder = data_root / "misc/images"
+    files = sorted(folder.iterdir())
+    modes = {Image.open(path).mode for path in files}
+    assert {"RGB", "L", "RGBA", "P"} <= modes and {path.suffix for path in files} == {".png", ".jpg"}
+    assert len({Image.open(path).size for path in files}) >= 5
+    domain = ImageDomain(ImageConfig(image_size=12))
+    dataset = domain.load(DataConfig(path=str(folder), columns={"image": "image"}))
+    rows = [dataset[i] for i in range(len(dataset))]
+    batch = domain.collate(rows)
+    assert batch["images"].shape == (len(files), 3, 12, 12) and batch["skipped"] == 0
+    for row, image in zip(rows, batch["images"]):
+        mode = Image.open(row["image"]["path"]).mode
+        if mode == "L":  # gray replicated into three equal channels
+            assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    gray = ImageDomain(ImageConfig(image_size=12, channels=1))
+    gray.load(DataConfig(path=str(folder), columns={"image": "image"}))
+    assert gray.collate(rows)["images"].shape == (len(files), 1, 12, 12)

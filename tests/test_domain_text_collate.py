@@ -25,9 +25,9 @@ BAD = [
 
 
 @pytest.fixture(scope="module")
-def tokenizer_folder(shared_data, tmp_path_factory):
+def tokenizer_folder(data_root, tmp_path_factory):
     domain = TextDomain(TextConfig(vocab_size=400, max_length=16))
-    domain.load(DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=2000))
+    domain.load(DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=2000))
     folder = tmp_path_factory.mktemp("tokenizer")
     domain.tokenizer.save_pretrained(folder)
     return folder

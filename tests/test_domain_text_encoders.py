@@ -19,9 +19,9 @@ SENTENCES = ["a dog runs on the grass", "two children in red shirts play in the 
 
 
 @pytest.fixture(scope="module")
-def domain(shared_data):
+def domain(data_root):
     domain = TextDomain(TextConfig(vocab_size=500, max_length=32))
-    domain.load(DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=2000))
+    domain.load(DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=2000))
     return domain
 
 

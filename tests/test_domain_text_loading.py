@@ -1,4 +1,5 @@
-"""Text domain loading on the real files in ../shared/data/text (and files written in tmp_path).
+"""Text domain loading on files laid out as ../shared/data/text (the synthetic tree of
+tests/fixture_data.py, with the real files' quirks) and files written in tmp_path.
 
 Expected values come from reading the files independently here (plain Python, raw bytes), never
 from running the loaders.
@@ -14,6 +15,7 @@ import pytest
 from multissl.domain import BadSampleError, DataConfig
 from domains.text import SENTEVAL_TASKS, TextConfig, TextDomain, load_senteval, load_stsb
 from domains.text.loading import ROW_INDEX, load_rows, prepare_rows
+from tests.fixture_data import SENTEVAL_SIZES
 
 # tokenizer training is not under test here: keep it to a few rows
 FAST = TextConfig(vocab_size=200, tokenizer_training_rows=300)
@@ -28,8 +30,8 @@ def raw_lines(path, encoding="utf-8"):
 # ------------------------------------------------------------------ plain text
 
 
-def test_plain_text_skips_and_counts_blank_lines_and_names_rows(shared_data):
-    path = shared_data / "text/corpus/tinyshakespeare.txt"
+def test_plain_text_skips_and_counts_blank_lines_and_names_rows(data_root):
+    path = data_root / "text/corpus/tinyshakespeare.txt"
     lines = raw_lines(path)
     blank = [i for i, line in enumerate(lines) if not line.strip()]
     domain = TextDomain(FAST)
@@ -40,16 +42,16 @@ def test_plain_text_skips_and_counts_blank_lines_and_names_rows(shared_data):
         assert rows[k]["text"] == lines[rows[k][ROW_INDEX]]
 
 
-def test_plain_text_blank_line_error_policy_names_first_blank_line(shared_data):
-    path = shared_data / "text/corpus/tinyshakespeare.txt"
+def test_plain_text_blank_line_error_policy_names_first_blank_line(data_root):
+    path = data_root / "text/corpus/tinyshakespeare.txt"
     first_blank = next(i for i, line in enumerate(raw_lines(path)) if not line.strip())
     with pytest.raises(BadSampleError, match=rf"first at row\(s\) \[{first_blank},"):
         TextDomain(TextConfig(blank_lines="error", vocab_size=200)).load(DataConfig(path=str(path)))
 
 
-def test_plain_text_slice_limit_and_streaming_agree(shared_data):
-    path = str(shared_data / "text/corpus/tinyshakespeare.txt")
-    lines = raw_lines(shared_data / "text/corpus/tinyshakespeare.txt")
+def test_plain_text_slice_limit_and_streaming_agree(data_root):
+    path = str(data_root / "text/corpus/tinyshakespeare.txt")
+    lines = raw_lines(data_root / "text/corpus/tinyshakespeare.txt")
     tenth = DataConfig(path=path, split="train[:10%]")
     rows, _ = prepare_rows(load_rows(tenth), {"text": "text"}, plain_text=True)
     assert len(rows) == sum(1 for line in lines[: len(lines) // 10] if line.strip())
@@ -60,8 +62,8 @@ def test_plain_text_slice_limit_and_streaming_agree(shared_data):
     assert [row[ROW_INDEX] for row in streamed] == limited[ROW_INDEX]
 
 
-def test_folder_of_text_files_splits_by_file_name(shared_data):
-    folder = shared_data / "text/corpus/wikitext2"
+def test_folder_of_text_files_splits_by_file_name(data_root):
+    folder = data_root / "text/corpus/wikitext2"
     lines = raw_lines(folder / "valid.txt")
     domain = TextDomain(FAST)
     rows = domain.load(DataConfig(path=str(folder), split="validation"))
@@ -72,11 +74,11 @@ def test_folder_of_text_files_splits_by_file_name(shared_data):
 # ------------------------------------------------------------------ STS-B
 
 
-def test_stsb_reads_every_line_with_quotes_and_extra_fields(shared_data):
-    path = shared_data / "text/stsb/sts-train.csv"
+def test_stsb_reads_every_line_with_quotes_and_extra_fields(data_root):
+    path = data_root / "text/stsb/sts-train.csv"
     lines = raw_lines(path)
     assert any(len(line.split("\t")) > 7 for line in lines)  # the quirk under test is in the file
-    rows = load_stsb(shared_data / "text/stsb", split="train")
+    rows = load_stsb(data_root / "text/stsb", split="train")
     assert len(rows) == len(lines)
     quoted = next(i for i, line in enumerate(lines) if '"' in line.split("\t")[5] + line.split("\t")[6])
     fields = lines[quoted].split("\t")
@@ -84,12 +86,12 @@ def test_stsb_reads_every_line_with_quotes_and_extra_fields(shared_data):
     assert rows[quoted]["score"] == pytest.approx(float(fields[4]))
     extra = next(i for i, line in enumerate(lines) if len(line.split("\t")) > 7)
     assert rows[extra]["sentence2"] == lines[extra].split("\t")[6]
-    assert len(load_stsb(shared_data / "text/stsb", split="validation")) == len(raw_lines(shared_data / "text/stsb/sts-dev.csv"))
-    assert len(load_stsb(shared_data / "text/stsb", split="validation[:10]")) == 10
+    assert len(load_stsb(data_root / "text/stsb", split="validation")) == len(raw_lines(data_root / "text/stsb/sts-dev.csv"))
+    assert len(load_stsb(data_root / "text/stsb", split="validation[:10]")) == 10
 
 
-def test_stsb_through_the_domain_gives_pairs_and_scores(shared_data):
-    path = shared_data / "text/stsb/sts-dev.csv"
+def test_stsb_through_the_domain_gives_pairs_and_scores(data_root):
+    path = data_root / "text/stsb/sts-dev.csv"
     fields = [line.split("\t") for line in raw_lines(path)[:4]]
     domain = TextDomain(FAST)
     rows = domain.load(DataConfig(path=str(path), limit=4))  # format inferred from the name
@@ -109,8 +111,8 @@ def test_stsb_short_line_names_file_and_line(tmp_path):
 # ------------------------------------------------------------------ AG News tsv
 
 
-def test_agnews_tsv_keeps_quotes_and_encodes_string_labels(shared_data):
-    path = shared_data / "text/agnews/dev_from_train.tsv"
+def test_agnews_tsv_keeps_quotes_and_encodes_string_labels(data_root):
+    path = data_root / "text/agnews/dev_from_train.tsv"
     lines = [line.split("\t") for line in raw_lines(path)]
     domain = TextDomain(FAST)
     rows = domain.load(DataConfig(path=str(path), columns={"text": "0", "label": "1"}))
@@ -124,8 +126,8 @@ def test_agnews_tsv_keeps_quotes_and_encodes_string_labels(shared_data):
     assert batch["labels"].tolist() == [names.index(lines[i][1]) for i in range(quoted, quoted + 3)]
 
 
-def test_string_labels_follow_label_names_and_reject_unknown_values(shared_data):
-    path = str(shared_data / "text/agnews/dev_from_train.tsv")
+def test_string_labels_follow_label_names_and_reject_unknown_values(data_root):
+    path = str(data_root / "text/agnews/dev_from_train.tsv")
     order = ["World", "Sports", "Business", "Sci/Tech"]
     rows, _ = prepare_rows(load_rows(DataConfig(path=path, format="tsv")), {"text": "0", "label": "1"}, label_names=order)
     assert rows.features["label"].names == order
@@ -136,8 +138,8 @@ def test_string_labels_follow_label_names_and_reject_unknown_values(shared_data)
 # ------------------------------------------------------------------ SentEval
 
 
-def test_senteval_trec_reads_latin1_and_coarse_classes(shared_data):
-    path = shared_data / "text/senteval/TREC/train_5500.label"
+def test_senteval_trec_reads_latin1_and_coarse_classes(data_root):
+    path = data_root / "text/senteval/TREC/train_5500.label"
     raw = path.read_bytes().split(b"\n")
     raw = raw[:-1] if raw[-1] == b"" else raw
     not_utf8 = []
@@ -147,19 +149,19 @@ def test_senteval_trec_reads_latin1_and_coarse_classes(shared_data):
         except UnicodeDecodeError:
             not_utf8.append(i)
     assert not_utf8, "the TREC training file should hold a non-UTF-8 line"
-    rows = load_senteval(shared_data / "text/senteval/TREC", split="train")
+    rows = load_senteval(data_root / "text/senteval/TREC", split="train")
     assert len(rows) == len(raw)
     line = raw[not_utf8[0]].decode("latin-1")
     assert rows[not_utf8[0]]["text"] == line.split(" ", 1)[1].strip()
     assert rows.features["label"].int2str(rows[not_utf8[0]]["label"]) == line.split(":", 1)[0]
-    assert len(load_senteval(shared_data / "text/senteval", task="TREC", split="test")) == 500
+    assert len(load_senteval(data_root / "text/senteval", task="TREC", split="test")) == SENTEVAL_SIZES["TREC"]["test"]
 
 
-def test_senteval_mrpc_strips_bom_and_header(shared_data):
-    path = shared_data / "text/senteval/MRPC/msr_paraphrase_train.txt"
+def test_senteval_mrpc_strips_bom_and_header(data_root):
+    path = data_root / "text/senteval/MRPC/msr_paraphrase_train.txt"
     assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     lines = raw_lines(path, "utf-8-sig")
-    rows = load_senteval(shared_data / "text/senteval/MRPC", split="train")
+    rows = load_senteval(data_root / "text/senteval/MRPC", split="train")
     assert len(rows) == len(lines) - 1
     label, _, _, first, second = lines[1].split("\t")
     assert (rows[0]["label"], rows[0]["text"], rows[0]["text_pair"]) == (int(label), first, second)
@@ -169,16 +171,16 @@ def test_senteval_mrpc_strips_bom_and_header(shared_data):
     ("task", "files"),
     [("MR", ["rt-polarity.neg", "rt-polarity.pos"]), ("CR", ["custrev.neg", "custrev.pos"])],
 )
-def test_senteval_two_file_tasks_label_by_file_and_skip_blank_lines(shared_data, task, files):
-    folder = shared_data / "text/senteval" / task
+def test_senteval_two_file_tasks_label_by_file_and_skip_blank_lines(data_root, task, files):
+    folder = data_root / "text/senteval" / task
     counts = [sum(1 for line in raw_lines(folder / f, "latin-1") if line.strip()) for f in files]
     rows = load_senteval(folder)
     assert len(rows) == sum(counts)
     assert rows["label"].count(0) == counts[0] and rows["label"].count(1) == counts[1]
 
 
-def test_senteval_sst_splits_and_label_layouts(shared_data):
-    root = shared_data / "text/senteval"
+def test_senteval_sst_splits_and_label_layouts(data_root):
+    root = data_root / "text/senteval"
     dev2 = raw_lines(root / "SST/binary/sentiment-dev")
     rows = load_senteval(root / "SST/binary", split="validation")
     assert len(rows) == len(dev2)
@@ -189,13 +191,13 @@ def test_senteval_sst_splits_and_label_layouts(shared_data):
     assert set(SENTEVAL_TASKS) == {"MR", "CR", "SUBJ", "MPQA", "SST2", "SST5", "TREC", "MRPC"}
 
 
-def test_senteval_through_the_domain_and_bad_split(shared_data):
+def test_senteval_through_the_domain_and_bad_split(data_root):
     domain = TextDomain(FAST)
-    rows = domain.load(DataConfig(path=str(shared_data / "text/senteval/MRPC"), split="test", limit=3))
+    rows = domain.load(DataConfig(path=str(data_root / "text/senteval/MRPC"), split="test", limit=3))
     batch = domain.collate([rows[i] for i in range(3)])
     assert {"input_ids", "pair_input_ids", "labels"} <= set(batch)
     with pytest.raises(ValueError, match=r"splits: \['train', 'test'\]"):
-        load_senteval(shared_data / "text/senteval/TREC", split="validation")
+        load_senteval(data_root / "text/senteval/TREC", split="validation")
 
 
 # ------------------------------------------------------------------ files written here

@@ -26,8 +26,8 @@ def corpus_lines(path, limit):
 
 
 @pytest.fixture(scope="module")
-def texts(shared_data):
-    corpus = shared_data / "text/corpus"
+def texts(data_root):
+    corpus = data_root / "text/corpus"
     train = corpus_lines(corpus / "wikitext2/valid.txt", 800)
     held_out = (
         corpus_lines(corpus / "multi30k_captions.txt", 300)

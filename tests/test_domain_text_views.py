@@ -1,4 +1,4 @@
-"""Text views on real captions: shapes, the statistics each augmentation promises (checked against
+"""Text views on captions (tests/fixture_data.py): shapes, the statistics each augmentation promises (checked against
 binomial tolerances and naive per-row loops written here), special tokens left alone, and
 reproducibility from the engine's generator."""
 
@@ -18,9 +18,9 @@ BATCH = 384
 
 
 @pytest.fixture(scope="module")
-def domain_and_batch(shared_data):
+def domain_and_batch(data_root):
     domain = TextDomain(TextConfig(vocab_size=800, max_length=48))
-    rows = domain.load(DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=3000))
+    rows = domain.load(DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=3000))
     batch = domain.collate([rows[i] for i in range(BATCH)])
     return domain, batch
 
@@ -199,9 +199,28 @@ def test_swap_exchanges_exactly_two_words_and_keeps_specials_in_place(domain_and
     assert moved > 0.8 * len(ids)  # only rows with two equal words swapped (or < 2 words) stay
 
 
-def test_token_unit_swaps_single_tokens(shared_data):
+@pytest.mark.xfail(strict=True, reason=(
+    "library bug, domains/text/augment.py swap_words: in a word interrupted by a special token (an [UNK] "
+    "piece inside it) the within-word offset restarts at 0 after the special token, so the pieces after "
+    "it sort among those before it: 'pai' [UNK] 'nting' comes out 'pan' [UNK] 'iting' in every row"))
+def test_swap_keeps_a_word_whole_when_an_unknown_piece_sits_inside_it(domain_and_batch):
+    domain, _ = domain_and_batch
+    text = "a man in a red shirt is pai\u03a9nting a wall near the water ."  # the omega is no piece: [UNK]
+    batch = domain.collate([{"text": text}] * 256)
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    pieces = domain.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    unknown = pieces.index(domain.tokenizer.unk_token)
+    assert not pieces[unknown + 1].startswith("\u2581"), "the word must go on after the unknown piece"
+    view = domain.make_views(batch, ViewRequest("augmented", {"policy": "swap", "swap_count": 1}), generator(5))["views"][0]
+    before = words_of_row(domain, ids[0], attention[0])
+    broken = [row for row in range(len(ids))
+              if sorted(words_of_row(domain, view["input_ids"][row], attention[row])) != sorted(before)]
+    assert broken == [], f"{len(broken)} of {len(ids)} rows lost a word whole"
+
+
+def test_token_unit_swaps_single_tokens(data_root):
     domain = TextDomain(TextConfig(vocab_size=300, augment_unit="token"))
-    rows = domain.load(DataConfig(path=str(shared_data / "text/corpus/multi30k_captions.txt"), limit=500))
+    rows = domain.load(DataConfig(path=str(data_root / "text/corpus/multi30k_captions.txt"), limit=500))
     batch = domain.collate([rows[i] for i in range(64)])
     new_ids = domain.make_views(batch, ViewRequest("augmented", {"policy": "swap"}), generator(6))["views"][0]["input_ids"]
     for row in range(64):

@@ -66,9 +66,9 @@ def run_module(args: list[str], env_extra: dict | None = None, timeout: int = 30
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_on_the_doubled_batch(shared_data, tmp_path):
-    one = write_recipe(tmp_path, text_recipe(shared_data, tmp_path / "one", batch_size=16), "one.yaml")
-    two = write_recipe(tmp_path, text_recipe(shared_data, tmp_path / "two", batch_size=8), "two.yaml")
+def test_two_processes_match_one_process_on_the_doubled_batch(data_root, tmp_path):
+    one = write_recipe(tmp_path, text_recipe(data_root, tmp_path / "one", batch_size=16), "one.yaml")
+    two = write_recipe(tmp_path, text_recipe(data_root, tmp_path / "two", batch_size=8), "two.yaml")
     run_module([sys.executable, "-m", "multissl.train", str(one)])
     # the launch that really starts two synchronised CPU processes (shared/ENVIRONMENT.md)
     run_module([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -123,18 +123,18 @@ RESUME_OBJECTIVES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", RESUME_OBJECTIVES)
-def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(shared_data, tmp_path, objective):
+def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_root, tmp_path, objective):
     from multissl.objectives import objective_class
 
     try:
         objective_class(objective["name"])
     except ImportError:
         pytest.skip(f"objective {objective['name']!r} is not built yet")
-    full = write_recipe(tmp_path, image_memory_recipe(shared_data, tmp_path / "full", objective), "full.yaml")
+    full = write_recipe(tmp_path, image_memory_recipe(data_root, tmp_path / "full", objective), "full.yaml")
     run_module([sys.executable, "-m", "multissl.train", str(full)])
 
     killed_dir = tmp_path / "killed"
-    killed = write_recipe(tmp_path, image_memory_recipe(shared_data, killed_dir, objective), "killed.yaml")
+    killed = write_recipe(tmp_path, image_memory_recipe(data_root, killed_dir, objective), "killed.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "multissl.train", str(killed)], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,8 +159,8 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(share
     assert [r["step"] for r in resumed_log] == [r["step"] for r in full_log]
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(shared_data, tmp_path):
-    data = image_memory_recipe(shared_data, tmp_path / "nan",
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(data_root, tmp_path):
+    data = image_memory_recipe(data_root, tmp_path / "nan",
                                {"name": "simclr", "domains": ["image"], "options": {"projection_dim": 16}}, max_steps=30)
     data["optimizer"] = {"name": "sgd", "lr": 1.0e12, "weight_decay": 0.0}
     data["checkpoint"] = {"every": 1, "keep": 2}
@@ -177,8 +177,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(shared_data,
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
 
-def test_recipe_errors_stop_before_training(shared_data, tmp_path):
-    base = image_memory_recipe(shared_data, tmp_path / "err",
+def test_recipe_errors_stop_before_training(data_root, tmp_path):
+    base = image_memory_recipe(data_root, tmp_path / "err",
                                {"name": "simclr", "domains": ["image"], "options": {"projection_dim": 16}})
     path = write_recipe(tmp_path, base)
     for override, fragment in [

@@ -48,21 +48,21 @@ def test_split_rows_checks_its_input():
         split_rows(inputs, 0)
 
 
-def test_simclr_gradients_equal_the_full_batch(shared_data):
+def test_simclr_gradients_equal_the_full_batch(data_root):
     """ConvNeXt (layer norm, no dropout): 12 rows per view in chunks of 5 give the plain gradients."""
-    setup = tiny_setup("image", shared_data, rows=12)
+    setup = tiny_setup("image", data_root, rows=12)
     views = make_views(build_simclr(), [setup], [raw_batch(setup, 12)], seed=1)
     plain, cached = build_simclr(None), build_simclr(5)
     _assert_same(_loss_and_grads(plain, lambda: plain(*views).loss),
                  _loss_and_grads(cached, lambda: cached(*views).loss))
 
 
-def test_dropout_is_replayed_exactly_in_the_recomputation(shared_data):
+def test_dropout_is_replayed_exactly_in_the_recomputation(data_root):
     """SimCSE-style text (two identical copies, dropout 0.1 ON): the chunked no-grad pass and the
     re-run must draw the same masks. Reference: the same chunks in the same order with a graph
     (one large batch would draw the masks in another order, so it cannot be the reference with
     dropout on). Without the RNG replay the gradients differ: the check can fail."""
-    setup = tiny_setup("text", shared_data, rows=10)
+    setup = tiny_setup("text", data_root, rows=10)
     encoder = setup.encoder
     assert encoder.model.config.hidden_dropout_prob > 0
     encoder.train()
@@ -90,8 +90,8 @@ def test_dropout_is_replayed_exactly_in_the_recomputation(shared_data):
     assert worst > 1e-3, "without replaying the RNG the gradients should differ; dropout seems inactive"
 
 
-def test_clip_gradients_equal_the_full_batch(shared_data):
-    """Image (ConvNeXt) and text (BERT, dropout off) sides on real Flickr8k pairs, chunks of 4 of 10."""
+def test_clip_gradients_equal_the_full_batch(data_root):
+    """Image (ConvNeXt) and text (BERT, dropout off) sides on Flickr8k-like pairs, chunks of 4 of 10."""
     from tests.test_objective_clip import build_clip, pair_views
 
     views = pair_views(build_clip(), 10, seed=3)
@@ -100,8 +100,8 @@ def test_clip_gradients_equal_the_full_batch(shared_data):
                  _loss_and_grads(cached, lambda: cached(*views).loss))
 
 
-def test_grad_cache_matches_encode_views_without_grad(shared_data):
-    setup = tiny_setup("image", shared_data, rows=6)
+def test_grad_cache_matches_encode_views_without_grad(data_root):
+    setup = tiny_setup("image", data_root, rows=6)
     views = make_views(build_simclr(), [setup], [raw_batch(setup, 6)], seed=2)[0]["views"]
     with torch.no_grad():
         plain = [f.pooled for f in encode_views(setup.encoder, views)]
@@ -110,8 +110,8 @@ def test_grad_cache_matches_encode_views_without_grad(shared_data):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_batch_norm_encoders_are_refused(shared_data):
-    setup = tiny_setup("image", shared_data, architecture="resnet", rows=4)
+def test_batch_norm_encoders_are_refused(data_root):
+    setup = tiny_setup("image", data_root, architecture="resnet", rows=4)
     inputs = make_views(build_simclr(), [setup], [raw_batch(setup, 4)], seed=0)[0]["views"][0]
     setup.encoder.train()
     with pytest.raises(ValueError, match="rows do not interact.*BatchNorm2d"):
@@ -131,9 +131,9 @@ def _ddp_worker(views, sizes):
 
 
 @pytest.mark.slow
-def test_gradcache_under_distributed_data_parallel(shared_data):
+def test_gradcache_under_distributed_data_parallel(data_root):
     """Two gloo processes under torch DDP with GradCache give one process's full-batch gradients."""
-    setup = tiny_setup("image", shared_data, rows=12)
+    setup = tiny_setup("image", data_root, rows=12)
     views = make_views(build_simclr(), [setup], [raw_batch(setup, 12)], seed=4)
     single = convert_to_global_batchnorm(build_simclr(None))
     loss, grads = _loss_and_grads(single, lambda: single(*views).loss)
@@ -149,18 +149,18 @@ def build_supcon(chunk_size=None):
     return build_objective("supcon", [encoder], {"projection_dim": 16, "chunk_size": chunk_size})
 
 
-def test_supcon_gradients_equal_the_full_batch(shared_data):
-    setup = tiny_setup("image", shared_data, rows=12)
+def test_supcon_gradients_equal_the_full_batch(data_root):
+    setup = tiny_setup("image", data_root, rows=12)
     views = make_views(build_supcon(), [setup], [raw_batch(setup, 12)], seed=2)
     plain, cached = build_supcon(None), build_supcon(5)
     _assert_same(_loss_and_grads(plain, lambda: plain(*views).loss),
                  _loss_and_grads(cached, lambda: cached(*views).loss))
 
 
-def test_simcse_gradients_equal_the_full_batch(shared_data):
+def test_simcse_gradients_equal_the_full_batch(data_root):
     """Dropout off here, so the plain one-call pass and the chunked passes draw nothing random;
     the dropout replay itself is tested above."""
-    setup = tiny_setup("text", shared_data, rows=12)
+    setup = tiny_setup("text", data_root, rows=12)
     overrides = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
     def build(chunk_size):

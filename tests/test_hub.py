@@ -92,11 +92,11 @@ def run_without_multissl(script: str, cwd: Path) -> dict:
 SENTENCES = ["a man is playing guitar", "the dog runs", "a child climbs the stairs in the park"]
 
 
-def real_images(shared_data, folder: Path, count: int = 3) -> list[str]:
-    """A few real CIFAR-10 photos written as PNG files (both processes read the same pixels)."""
+def real_images(data_root, folder: Path, count: int = 3) -> list[str]:
+    """A few CIFAR-10-like photos written as PNG files (both processes read the same pixels)."""
     import datasets
 
-    shard = shared_data / "image/cifar10/train-00000-of-00004.parquet"
+    shard = data_root / "image/cifar10/train-00000-of-00004.parquet"
     rows = datasets.load_dataset("parquet", data_files=str(shard), split=f"train[:{count}]")
     paths = []
     for i, row in enumerate(rows):
@@ -105,7 +105,7 @@ def real_images(shared_data, folder: Path, count: int = 3) -> list[str]:
     return paths
 
 
-def domain_cases(shared_data, root: Path, image_paths: list[str]):
+def domain_cases(data_root, root: Path, image_paths: list[str]):
     """(name, encoder, kind, embeddings through the domain's own pipeline) for every real domain
     that is importable: proves the card's snippet reproduces what the probes measured."""
     from domains import build_domain
@@ -130,7 +130,7 @@ def domain_cases(shared_data, root: Path, image_paths: list[str]):
     except ImportError:
         text = None
     if text is not None:
-        text.load(DataConfig(path=str(shared_data / "text/corpus/tinyshakespeare.txt"), limit=1000))  # learns a tokenizer
+        text.load(DataConfig(path=str(data_root / "text/corpus/tinyshakespeare.txt"), limit=1000))  # learns a tokenizer
         for pooling in ("mean", "cls"):
             encoder = text.build_encoder(EncoderConfig(architecture="bert", size="tiny", pooling=pooling)).eval()
             cases.append((f"domain-bert-{pooling}", encoder, "text", embed_texts(encoder, text, SENTENCES)))
@@ -141,7 +141,7 @@ def domain_cases(shared_data, root: Path, image_paths: list[str]):
     if audio is not None:
         clip_folder = root / "clip"
         clip_folder.mkdir()
-        source = shared_data / "audio/librispeech_mini/test_db/6476/57446/6476-57446-0019.flac"
+        source = data_root / "audio/librispeech_mini/test_db/6476/57446/6476-57446-0019.flac"
         (clip_folder / source.name).write_bytes(source.read_bytes())
         encoder = audio.build_encoder(EncoderConfig(architecture="wav2vec2", size="tiny")).eval()
         pooled = extract_features(encoder, audio, DataConfig(path=str(clip_folder))).pooled
@@ -150,14 +150,14 @@ def domain_cases(shared_data, root: Path, image_paths: list[str]):
 
 
 @pytest.fixture(scope="module")
-def fresh_process_embeddings(tmp_path_factory, shared_data):
+def fresh_process_embeddings(tmp_path_factory, data_root):
     """Save encoders (tiny test wrappers, and the real domains' encoders where importable), then
     embed with each in ONE fresh interpreter that never imports multissl, using only transformers
     and the card's own loading snippet. Returns, per case, the embeddings multissl gave and those
     the fresh process gave."""
     root = tmp_path_factory.mktemp("hub_round_trip")
-    image_paths = real_images(shared_data, root)
-    audio_path = str(shared_data / "audio/librispeech_mini/test_db/6476/57446/6476-57446-0019.flac")
+    image_paths = real_images(data_root, root)
+    audio_path = str(data_root / "audio/librispeech_mini/test_db/6476/57446/6476-57446-0019.flac")
 
     def reference(encoder, kind):
         with torch.no_grad():
@@ -170,7 +170,7 @@ def fresh_process_embeddings(tmp_path_factory, shared_data):
     built = [(name, encoder, kind, reference(encoder, kind)) for name, encoder, kind in (
         ("text-cls", tiny_text_encoder("cls"), "text"), ("text-mean", tiny_text_encoder("mean"), "text"),
         ("image-mean", tiny_image_encoder("mean"), "image"), ("image-cls", tiny_image_encoder("cls"), "image"))]
-    built += domain_cases(shared_data, root, image_paths)
+    built += domain_cases(data_root, root, image_paths)
 
     cases, expected = {}, {}
     for name, encoder, kind, pooled in built:

@@ -31,8 +31,8 @@ def build_adversarial_context_encoder():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=12)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=12)
 
 
 @pytest.mark.parametrize("name, options", [("denoising_autoencoder", DENOISING), ("context_encoder", CONTEXT)])

@@ -1,4 +1,4 @@
-"""BYOL: learns on real images and text, its target follows the EMA rule exactly, its state
+"""BYOL: learns on images and text, its target follows the EMA rule exactly, its state
 round-trips, and 2 processes equal 1."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def _mean(values):
     return sum(values) / len(values)
 
 
-def test_byol_overfits_images_and_round_trips_its_target(shared_data):
-    setup = tiny_setup("image", shared_data, rows=16)
+def test_byol_overfits_images_and_round_trips_its_target(data_root):
+    setup = tiny_setup("image", data_root, rows=16)
     objective = build_objective("byol", [setup.encoder], OPTIONS)
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=25, lr=3e-3)
     # each direction is 2 - 2 cos in [0, 4]; the sum starts near 4 (unrelated random projections)
@@ -41,8 +41,8 @@ def test_byol_overfits_images_and_round_trips_its_target(shared_data):
 
 
 @pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
-def test_byol_overfits_text_with_the_domain_default_views(shared_data):
-    setup = tiny_setup("text", shared_data, rows=16)
+def test_byol_overfits_text_with_the_domain_default_views(data_root):
+    setup = tiny_setup("text", data_root, rows=16)
     objective = build_objective("byol", [setup.encoder], {"projection_dim": 16, "hidden_dim": 32})
     assert "policy" not in objective.view_requests()[0].options  # text has no "byol" policy
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=20, lr=3e-3)
@@ -50,8 +50,8 @@ def test_byol_overfits_text_with_the_domain_default_views(shared_data):
 
 
 @pytest.mark.slow
-def test_byol_overfits_audio(shared_data):
-    setup = tiny_setup("audio", shared_data, rows=16)
+def test_byol_overfits_audio(data_root):
+    setup = tiny_setup("audio", data_root, rows=16)
     objective = build_objective("byol", [setup.encoder], {"projection_dim": 16, "hidden_dim": 32})
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=15, lr=3e-3)
     assert _mean(losses[-4:]) < _mean(losses[:4]) - 0.4, losses
@@ -88,8 +88,8 @@ def test_target_moves_by_exactly_the_ema_rule(step, total):
     assert "predictor" not in "".join(objective.target.state_dict())  # the target has no predictor
 
 
-def test_byol_two_processes_equal_one(shared_data):
-    setup = tiny_setup("image", shared_data, rows=12)
+def test_byol_two_processes_equal_one(data_root):
+    setup = tiny_setup("image", data_root, rows=12)
     objective = build_byol()
     views = make_views(objective, [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(build_byol, views, sizes=[7, 5])

@@ -1,4 +1,4 @@
-"""CLIP on real Flickr8k image-caption pairs: learns, matches the formula (with and without a
+"""CLIP on Flickr8k-like image-caption pairs (tests/fixture_data.py): learns, matches the formula (with and without a
 queue), round-trips, 2 processes equal 1, and zero-shot classifies a case whose answer is known."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from domains import DataConfig, EncoderConfig, build_domain
 from multissl.objectives import build_objective
 from multissl.probes.retrieval import joint_zero_shot_classifier as zero_shot_classifier
 from multissl.probes.retrieval import joint_zero_shot_predict as zero_shot_predict
-from tests.conftest import SHARED_DATA
+from tests.fixture_data import data_root as synthetic_data_root
 from tests.objective_harness import (
     Setup, assert_state_round_trip, distributed_equivalence, make_views, overfit, raw_batch, tiny_setup,
 )
@@ -26,11 +26,11 @@ NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 @lru_cache(maxsize=2)
 def pair_setups(images: int = 24, seed: int = 0) -> tuple[Setup, Setup]:
-    """The image and text sides of the first ``images`` Flickr8k photos, one caption each (every
+    """The image and text sides of the first ``images`` photos, one caption each (every
     5th row of captions.csv, so no two rows show the same photo: no false negatives), read as the
     engine reads a pairs table: each domain takes its own columns of the same rows. Tiny ConvNeXt
     and a tiny BERT without dropout (trained tokenizer, 300 pieces)."""
-    folder = SHARED_DATA / PAIRS
+    folder = synthetic_data_root() / PAIRS  # module level: spawned processes call this too
     torch.manual_seed(seed)
     image_domain = build_domain("image", {"image_size": 16, "normalization": "imagenet",
                                           "image_root": str(folder / "images")})
@@ -45,7 +45,7 @@ def pair_setups(images: int = 24, seed: int = 0) -> tuple[Setup, Setup]:
 
 
 def _distinct_photos(images: int) -> bool:
-    with open(SHARED_DATA / PAIRS / "captions.csv", newline="") as handle:
+    with open(synthetic_data_root() / PAIRS / "captions.csv", newline="") as handle:
         names = [row["image"] for row in csv.DictReader(handle)][: 5 * images : 5]
     return len(set(names)) == len(names)
 
@@ -70,7 +70,7 @@ def pair_views(objective, rows: int, start: int = 0, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def pairs(shared_data):
+def pairs(data_root):
     assert _distinct_photos(24), "captions.csv is no longer grouped by photo: pick rows another way"
     return pair_setups()
 
@@ -148,11 +148,11 @@ def test_clip_with_a_queue_two_processes_equal_one(pairs):
 
 
 @pytest.mark.slow
-def test_clip_pairs_images_with_spoken_digits(shared_data):
+def test_clip_pairs_images_with_spoken_digits(data_root):
     """Domain-agnostic: CIFAR-10 images (ConvNeXt) paired with FSDD recordings (wav2vec2) of the
     same class index, one pair per class 0-7: CLIP must learn to match the 8 pairs."""
-    image = tiny_setup("image", shared_data, rows=64)
-    audio = tiny_setup("audio", shared_data, rows=3000)
+    image = tiny_setup("image", data_root, rows=64)
+    audio = tiny_setup("audio", data_root, rows=3000)
 
     def one_per_class(setup):
         labels = setup.dataset["label"]

@@ -33,8 +33,8 @@ def build_cmc():
 
 
 @pytest.fixture(scope="module")
-def lab(shared_data):
-    return [tiny_setup("image", shared_data, rows=16, options={**CROP, "color_space": space}) for space in ("L", "ab")]
+def lab(data_root):
+    return [tiny_setup("image", data_root, rows=16, options={**CROP, "color_space": space}) for space in ("L", "ab")]
 
 
 def _fresh(setups, options=OPTIONS):
@@ -88,9 +88,9 @@ def test_learns_l_and_ab_and_round_trips_both_banks(lab):
 
 
 @pytest.mark.slow
-def test_contrasts_any_two_domains(shared_data):
+def test_contrasts_any_two_domains(data_root):
     """Images and captions of the same rows: each domain's bank indexed by its own ids."""
-    pairs = str(shared_data / "pairs/flickr8k_1k")
+    pairs = str(data_root / "pairs/flickr8k_1k")
     image = build_domain("image", {"image_size": 16, "image_root": f"{pairs}/images"})
     text = build_domain("text", {"tokenizer": "train", "vocab_size": 300, "max_length": 32})
     rows = [domain.load(DataConfig(path=f"{pairs}/captions.csv", columns=columns, limit=16))

@@ -87,8 +87,8 @@ def build_colorization():
     return build_objective("colorization", [encoder], OPTIONS)
 
 
-def test_colorization_learns_on_real_images_and_round_trips(shared_data):
-    setup = tiny_setup("image", shared_data, rows=16)
+def test_colorization_learns_on_real_images_and_round_trips(data_root):
+    setup = tiny_setup("image", data_root, rows=16)
     objective = build_objective("colorization", [setup.encoder], OPTIONS)
     assert [(r.kind, r.options) for r in objective.view_requests()] == [("corrupted", {"task": "colorization", "output_stride": 2})]
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=25, lr=3e-3)
@@ -96,11 +96,11 @@ def test_colorization_learns_on_real_images_and_round_trips(shared_data):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses
     assert float(objective.ab_counts.sum()) == 25 * 16 * 8 * 8  # every training pixel at 8x8 counted once
     assert_state_round_trip(objective, lambda: build_objective(
-        "colorization", [tiny_setup("image", shared_data, rows=16).encoder], OPTIONS))
+        "colorization", [tiny_setup("image", data_root, rows=16).encoder], OPTIONS))
 
 
-def test_colorization_two_processes_equal_one(shared_data):
+def test_colorization_two_processes_equal_one(data_root):
     """The prior's histogram is summed over processes, so both see the weights one process sees."""
-    setup = tiny_setup("image", shared_data, rows=12)
+    setup = tiny_setup("image", data_root, rows=12)
     views = make_views(build_colorization(), [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(build_colorization, views, sizes=[7, 5])

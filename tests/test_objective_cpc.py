@@ -25,13 +25,13 @@ AUDIO_OPTIONS = {"segment_length": 400, "prediction_steps": 3, "context_dim": 32
 
 
 @pytest.fixture(scope="module")
-def text(shared_data):
-    return tiny_setup("text", shared_data, rows=16)
+def text(data_root):
+    return tiny_setup("text", data_root, rows=16)
 
 
 @pytest.fixture(scope="module")
-def audio(shared_data):
-    return tiny_setup("audio", shared_data, rows=8)
+def audio(data_root):
+    return tiny_setup("audio", data_root, rows=8)
 
 
 def naive_cpc_loss(z, valid, contexts, weights, steps):
@@ -51,7 +51,7 @@ def naive_cpc_loss(z, valid, contexts, weights, steps):
     return torch.stack(terms).mean()
 
 
-def test_cpc_on_text_overfits_round_trips_and_is_eq_4(text, shared_data):
+def test_cpc_on_text_overfits_round_trips_and_is_eq_4(text, data_root):
     objective = build_objective("cpc", [text.encoder], TEXT_OPTIONS)
     batch = raw_batch(text, 8)
     losses = overfit(objective, [text], [batch], steps=15, lr=3e-3)
@@ -68,7 +68,7 @@ def test_cpc_on_text_overfits_round_trips_and_is_eq_4(text, shared_data):
     assert all(0 <= float(out.logs[f"accuracy_step{k}"]) <= 1 for k in (1, 2, 3))
     assert float(out.logs["accuracy_step1"]) > 0.5, "overfitting a batch should predict the next segment"
     assert_state_round_trip(objective, lambda: build_objective(
-        "cpc", [tiny_setup("text", shared_data, rows=16).encoder], TEXT_OPTIONS))
+        "cpc", [tiny_setup("text", data_root, rows=16).encoder], TEXT_OPTIONS))
 
 
 def test_cpc_on_audio_overfits_with_a_causal_transformer(audio):
@@ -156,8 +156,8 @@ def build_image_cpc():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=8, options=IMAGE_DOMAIN)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=8, options=IMAGE_DOMAIN)
 
 
 def test_image_sequence_view_is_a_grid_of_overlapping_patches(image):

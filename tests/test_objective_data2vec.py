@@ -35,8 +35,8 @@ def _mean(values):
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, architecture="vit", rows=12, options={"vit_mask_token": True})
+def image(data_root):
+    return tiny_setup("image", data_root, architecture="vit", rows=12, options={"vit_mask_token": True})
 
 
 def test_data2vec_overfits_images_and_round_trips(image):
@@ -69,8 +69,8 @@ def test_momentum_anneals_linearly_then_holds(image):
     assert float(objective.teacher.momentum) == pytest.approx(0.9999, abs=1e-7)
 
 
-def test_text_clean_inputs_hold_the_original_tokens(shared_data):
-    setup = tiny_setup("text", shared_data, rows=8)
+def test_text_clean_inputs_hold_the_original_tokens(data_root):
+    setup = tiny_setup("text", data_root, rows=8)
     objective = build_objective("data2vec", [setup.encoder], TEXT_OPTIONS)
     (views,) = make_views(objective, [setup], [raw_batch(setup, 8)], seed=2)
     mask, targets = views["mask"], views["targets"]
@@ -88,19 +88,19 @@ def test_data2vec_on_images_needs_a_vit():
 
 
 @pytest.mark.slow  # the other two domains: run in CI, kept out of the quick loop
-def test_data2vec_overfits_audio_and_text(shared_data):
+def test_data2vec_overfits_audio_and_text(data_root):
     # on 0.5 s clips of a 2-layer wav2vec2, instance-normalised targets barely beat predicting their
     # mean (sqrt(D) = 8) in 15 steps; layer-normalised ones show the learning
     audio = {**AUDIO_OPTIONS, "layer_norm": "layer"}
     for kind, options, domain in (("audio", audio, {"mask_span": 2}), ("text", TEXT_OPTIONS, {})):
-        setup = tiny_setup(kind, shared_data, rows=16, options=domain)
+        setup = tiny_setup(kind, data_root, rows=16, options=domain)
         objective = build_objective("data2vec", [setup.encoder], options)
         losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=15, lr=3e-3)
         assert _mean(losses[-4:]) < 0.85 * _mean(losses[:4]), (kind, losses)
 
 
-def test_data2vec_two_processes_equal_one_on_audio(shared_data):
-    setup = tiny_setup("audio", shared_data, rows=10)
+def test_data2vec_two_processes_equal_one_on_audio(data_root):
+    setup = tiny_setup("audio", data_root, rows=10)
     setup.encoder = setup.domain.build_encoder(EncoderConfig("wav2vec2", "tiny", overrides=AUDIO_NO_DROPOUT))
     factory = functools.partial(audio_objective, "data2vec", AUDIO_OPTIONS)
     views = make_views(factory(), [setup], [raw_batch(setup, 10)], seed=3)

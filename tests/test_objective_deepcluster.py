@@ -1,5 +1,5 @@
 """DeepCluster: k-means and PCA whitening against naive/independent computations, empty clusters,
-the re-clustering schedule and the classifier reset, learning on real images, state round trip,
+the re-clustering schedule and the classifier reset, learning on images, state round trip,
 and two processes: the same bank and clusters on every rank, and the loss equal to one process's."""
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ WEAK_VIEWS = {"augment": {"crop_scale": [0.8, 1.0], "jitter_probability": 0.0, "
                           "blur_probability": 0.0}}
 
 
-def test_deepcluster_overfits_images_and_round_trips(shared_data):
-    setup = tiny_setup("image", shared_data, rows=16, options=WEAK_VIEWS)
+def test_deepcluster_overfits_images_and_round_trips(data_root):
+    setup = tiny_setup("image", data_root, rows=16, options=WEAK_VIEWS)
     objective = build_objective("deepcluster", [setup.encoder], OPTIONS)
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=25, lr=1e-2)
     assert losses[:2] == [0.0, 0.0], losses  # the 32-row bank fills in 2 steps of 16 before any target exists
@@ -162,8 +162,8 @@ def test_deepcluster_overfits_images_and_round_trips(shared_data):
     assert_state_round_trip(objective, build_deepcluster)
 
 
-def test_deepcluster_two_processes_equal_one(shared_data):
-    setup = tiny_setup("image", shared_data, rows=12)
+def test_deepcluster_two_processes_equal_one(data_root):
+    setup = tiny_setup("image", data_root, rows=12)
     objective = build_clustered_deepcluster()
     views = make_views(objective, [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(build_clustered_deepcluster, views, sizes=[7, 5])

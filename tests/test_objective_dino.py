@@ -41,8 +41,8 @@ def _loss_against_the_final_teacher(objective, student, setup, batch) -> float:
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, architecture="vit", rows=16)
+def image(data_root):
+    return tiny_setup("image", data_root, architecture="vit", rows=16)
 
 
 def test_dino_overfits_images_with_local_crops_and_round_trips(image):
@@ -111,8 +111,8 @@ def test_dino_two_processes_equal_one_over_two_steps(image):
 
 
 @pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
-def test_dino_overfits_audio_without_local_crops(shared_data):
-    setup = tiny_setup("audio", shared_data, rows=16)
+def test_dino_overfits_audio_without_local_crops(data_root):
+    setup = tiny_setup("audio", data_root, rows=16)
     objective = build_objective("dino", [setup.encoder], {**OPTIONS, "local_views": 0})
     initial, batch = copy.deepcopy(objective.student), raw_batch(setup, 16)
     losses = overfit(objective, [setup], [batch], steps=15, lr=1e-3)

@@ -22,11 +22,11 @@ from tests.objective_harness import (
 WIDE = {"hidden_sizes": [24, 48]}  # the teacher is wider than the student's tiny preset (16, 32)
 
 
-def make_teacher(shared_data: Path, folder: Path, image_size: int = 16, steps: int = 40) -> float:
+def make_teacher(data_root: Path, folder: Path, image_size: int = 16, steps: int = 40) -> float:
     """A convnext teacher whose linear head is trained on 64 real CIFAR-10 labels (the encoder is
     random and frozen: what matters is a teacher with real, non-uniform class beliefs). Saves it
     with save_teacher and returns its training accuracy."""
-    setup = tiny_setup("image", shared_data, rows=64, options={"image_size": image_size})
+    setup = tiny_setup("image", data_root, rows=64, options={"image_size": image_size})
     torch.manual_seed(0)
     encoder = setup.domain.build_encoder(EncoderConfig("convnext", "tiny", overrides=WIDE)).eval()
     batch = raw_batch(setup, 64)
@@ -44,9 +44,9 @@ def make_teacher(shared_data: Path, folder: Path, image_size: int = 16, steps: i
 
 
 @pytest.fixture(scope="module")
-def teacher(shared_data, tmp_path_factory):
+def teacher(data_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("teacher")
-    accuracy = make_teacher(shared_data, folder)
+    accuracy = make_teacher(data_root, folder)
     assert accuracy > 0.5, f"the teacher should fit its 64 labelled images (chance 0.1), got {accuracy}"
     return folder
 
@@ -57,8 +57,8 @@ def build_distillation(teacher_folder: str):
     return build_objective("distillation", [encoder], {"teacher": teacher_folder, "augment": False})
 
 
-def test_teacher_folder_loads_back_exactly(teacher, shared_data):
-    setup = tiny_setup("image", shared_data, rows=8)
+def test_teacher_folder_loads_back_exactly(teacher, data_root):
+    setup = tiny_setup("image", data_root, rows=8)
     files = {p.name for p in Path(teacher).iterdir()}
     assert {"config.json", "model.safetensors", "head.safetensors", "teacher.json"} <= files
     from transformers import ConvNextModel
@@ -74,10 +74,10 @@ def test_teacher_folder_loads_back_exactly(teacher, shared_data):
     torch.testing.assert_close(objective.teacher_logits(inputs), expected)
 
 
-def test_student_learns_to_agree_with_a_frozen_teacher(teacher, shared_data):
+def test_student_learns_to_agree_with_a_frozen_teacher(teacher, data_root):
     """On plain views (fixed inputs) the cross-entropy to the teacher can fall to the teacher's own
     entropy: the KL divergence left must shrink several-fold and the argmax must come to agree."""
-    setup = tiny_setup("image", shared_data, rows=16)
+    setup = tiny_setup("image", data_root, rows=16)
     objective = build_objective("distillation", [setup.encoder], {"teacher": str(teacher), "augment": False})
     assert [r.kind for r in objective.view_requests()] == ["plain"]
     assert [r.kind for r in build_distillation(str(teacher)).view_requests()] == ["plain"]
@@ -101,28 +101,28 @@ def test_student_learns_to_agree_with_a_frozen_teacher(teacher, shared_data):
     assert final_kl < initial_kl / 4, (teacher_entropy, losses)
     assert agreement() >= max(0.75, initial_agreement + 0.3), (initial_agreement, agreement())
     assert_state_round_trip(objective, lambda: build_objective(
-        "distillation", [tiny_setup("image", shared_data, rows=16).encoder], {"teacher": str(teacher)}))
+        "distillation", [tiny_setup("image", data_root, rows=16).encoder], {"teacher": str(teacher)}))
 
 
-def test_bad_teacher_folders_are_named(teacher, shared_data, tmp_path):
-    encoder = tiny_setup("image", shared_data, rows=4).encoder
+def test_bad_teacher_folders_are_named(teacher, data_root, tmp_path):
+    encoder = tiny_setup("image", data_root, rows=4).encoder
     with pytest.raises(ValueError, match="options.teacher"):
         build_objective("distillation", [encoder], {})
     with pytest.raises(FileNotFoundError, match="lacks"):
         build_objective("distillation", [encoder], {"teacher": str(tmp_path)})
-    vit = tiny_setup("image", shared_data, architecture="vit", rows=4).encoder
+    vit = tiny_setup("image", data_root, architecture="vit", rows=4).encoder
     with pytest.raises(ValueError, match="'convnext' model, the student a 'vit'"):
         load_teacher(teacher, vit)
 
 
-def test_distillation_two_processes_equal_one(teacher, shared_data):
-    setup = tiny_setup("image", shared_data, rows=12)
+def test_distillation_two_processes_equal_one(teacher, data_root):
+    setup = tiny_setup("image", data_root, rows=12)
     factory = functools.partial(build_distillation, str(teacher))
     views = make_views(factory(), [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(factory, views, sizes=[7, 5])
 
 
-def recipe_teacher_overrides(shared_data: Path, folder: Path) -> list[str]:
+def recipe_teacher_overrides(data_root: Path, folder: Path) -> list[str]:
     """For tests/test_recipes.py: a tiny teacher that fits the recipe's tiny stand-in encoder."""
-    make_teacher(shared_data, folder, image_size=16, steps=5)
+    make_teacher(data_root, folder, image_size=16, steps=5)
     return [f"objectives.0.options.teacher={folder}"]

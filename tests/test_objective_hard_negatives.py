@@ -25,15 +25,15 @@ MOCHI = {"queue_size": 32, "projection_dim": 16, "hidden_dim": 32, "momentum": 0
          "mochi_hardest": 8, "mochi_pairs": 4, "mochi_query_mixes": 2}
 
 
-def build_moco_v2_mochi():
+def build_moco_v2_mochi(architecture: str = "convnext"):
     torch.manual_seed(0)
-    encoder = build_domain("image", {"image_size": 16}).build_encoder(EncoderConfig("convnext", "tiny"))
+    encoder = build_domain("image", {"image_size": 16}).build_encoder(EncoderConfig(architecture, "tiny"))
     return build_objective("moco_v2", [encoder], MOCHI)
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def _unit(*shape, seed):
@@ -125,11 +125,14 @@ def test_options_are_checked_when_the_objective_is_built(image):
 # --- learning, state, processes --------------------------------------------------------------------
 
 def test_moco_v2_with_mochi_learns_and_round_trips(image):
-    objective = build_moco_v2_mochi()
-    losses = overfit(objective, [image], [raw_batch(image, 16)], steps=20, lr=3e-3)
+    # ResNet and 30 steps, as MoCo v2's own learning test (the tiny ConvNeXt at 16 px does not move
+    # MoCo v2's loss in 30 steps, with or without MoCHi); the queue's first keys are easy negatives,
+    # so the loss is compared from step 2 on, once real keys fill it
+    objective = build_moco_v2_mochi("resnet")
+    losses = overfit(objective, [image], [raw_batch(image, 16)], steps=30, lr=3e-3)
     assert sum(losses[-5:]) / 5 < sum(losses[2:7]) / 5 - 0.2, losses
-    assert int(objective.steps_done) == 20
-    assert_state_round_trip(objective, build_moco_v2_mochi)
+    assert int(objective.steps_done) == 30
+    assert_state_round_trip(objective, lambda: build_moco_v2_mochi("resnet"))
 
 
 @pytest.mark.slow

@@ -23,8 +23,8 @@ OPTIONS = {"num_clusters": 8, "bank_size": 64, "projection_dim": 16}
 
 
 @pytest.fixture(scope="module")
-def audio(shared_data):
-    return tiny_setup("audio", shared_data, rows=8, options={"n_mfcc": 13})
+def audio(data_root):
+    return tiny_setup("audio", data_root, rows=8, options={"n_mfcc": 13})
 
 
 def clustered_hubert(options: dict) -> torch.nn.Module:
@@ -64,7 +64,7 @@ def test_masked_view_offers_mfcc_targets_and_the_clean_inputs(audio):
         audio.domain.make_views(batch, ViewRequest("masked", {"targets": "mel"}), torch.Generator())
 
 
-def test_hubert_clusters_its_mfcc_bank_then_learns_and_round_trips(audio, shared_data):
+def test_hubert_clusters_its_mfcc_bank_then_learns_and_round_trips(audio, data_root):
     objective = build_objective("hubert", [audio.encoder], OPTIONS)
     losses = overfit(objective, [audio], [raw_batch(audio, 8)], steps=15, lr=3e-3)
     # step 1 fills the 64-frame bank (8 clips of ~18 frames): no units yet, loss 0; k-means after it
@@ -72,7 +72,7 @@ def test_hubert_clusters_its_mfcc_bank_then_learns_and_round_trips(audio, shared
     assert sum(losses[-4:]) / 4 < sum(losses[1:5]) / 4 - 0.3, losses
     assert not [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None], "DDP needs every parameter used"
     assert_state_round_trip(objective, lambda: build_objective(
-        "hubert", [tiny_setup("audio", shared_data, rows=8, options={"n_mfcc": 13}).encoder], OPTIONS))
+        "hubert", [tiny_setup("audio", data_root, rows=8, options={"n_mfcc": 13}).encoder], OPTIONS))
 
 
 def test_hubert_loss_is_the_papers_on_its_own_units(audio):
@@ -91,9 +91,9 @@ def test_hubert_loss_is_the_papers_on_its_own_units(audio):
         wrong(views)
 
 
-def test_hubert_features_come_from_a_fixed_labeler_read_from_a_saved_encoder(audio, shared_data, tmp_path):
+def test_hubert_features_come_from_a_fixed_labeler_read_from_a_saved_encoder(audio, data_root, tmp_path):
     audio.encoder.save_pretrained(str(tmp_path / "iteration1"))
-    student = tiny_setup("audio", shared_data, rows=8, options={"n_mfcc": 13}, seed=1).encoder
+    student = tiny_setup("audio", data_root, rows=8, options={"n_mfcc": 13}, seed=1).encoder
     options = {**OPTIONS, "targets": "features", "target_layer": 1, "labeler_path": str(tmp_path / "iteration1")}
     objective = build_objective("hubert", [student], options).train()
     labeler = objective.labeler.module

@@ -26,8 +26,8 @@ def build_ibot(**options):
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    setup = tiny_setup("image", shared_data, architecture="vit", rows=16, options={"vit_mask_token": True})
+def image(data_root):
+    setup = tiny_setup("image", data_root, architecture="vit", rows=16, options={"vit_mask_token": True})
     torch.manual_seed(0)
     return Setup(setup.domain, setup.dataset, setup.domain.build_encoder(EncoderConfig("vit", "tiny", pooling="cls")))
 

@@ -29,8 +29,8 @@ def build_ijepa():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, architecture="vit", rows=12, options={"image_size": 32})
+def image(data_root):
+    return tiny_setup("image", data_root, architecture="vit", rows=12, options={"image_size": 32})
 
 
 def _grid_positions(index: torch.Tensor, columns: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

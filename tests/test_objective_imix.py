@@ -58,8 +58,8 @@ def build_imix(mix: str = "mixup"):
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def _fresh(setup, mix="mixup"):

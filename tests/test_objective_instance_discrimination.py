@@ -31,8 +31,8 @@ def build_instance_discrimination():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def _fresh(setup, options=OPTIONS):
@@ -88,8 +88,8 @@ def test_learns_on_images_and_round_trips_its_bank(image, loss):
 
 
 @pytest.mark.slow
-def test_learns_on_text(shared_data):
-    text = tiny_setup("text", shared_data, rows=16)
+def test_learns_on_text(data_root):
+    text = tiny_setup("text", data_root, rows=16)
     torch.manual_seed(0)
     objective = build_objective("instance_discrimination", [text.encoder], LEARN)
     losses = overfit(objective, [text], [raw_batch(text, 16)], steps=20, lr=3e-3)

@@ -24,8 +24,8 @@ def build_mae():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, architecture="vit", rows=12)
+def image(data_root):
+    return tiny_setup("image", data_root, architecture="vit", rows=12)
 
 
 def test_mae_overfits_a_small_batch_and_round_trips(image):

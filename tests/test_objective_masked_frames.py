@@ -1,4 +1,4 @@
-"""Masked frame prediction: both targets learn on real speech, the contrastive loss is wav2vec 2.0's
+"""Masked frame prediction: both targets learn on speech-like audio, the contrastive loss is wav2vec 2.0's
 eq. 3 over the utterance's masked frames, the masked frames really reach the encoder, state
 round-trips, and 2 processes equal 1."""
 
@@ -20,18 +20,18 @@ CONTRASTIVE = {"target": "contrastive", "projection_dim": 16}
 
 
 @pytest.fixture(scope="module")
-def audio(shared_data):
-    return tiny_setup("audio", shared_data, rows=8)
+def audio(data_root):
+    return tiny_setup("audio", data_root, rows=8)
 
 
 @pytest.mark.parametrize("options", [{}, CONTRASTIVE], ids=["regression", "contrastive"])
-def test_masked_frames_overfit_and_round_trip(audio, shared_data, options):
+def test_masked_frames_overfit_and_round_trip(audio, data_root, options):
     objective = build_objective("masked_frames", [audio.encoder], options)
     losses = overfit(objective, [audio], [raw_batch(audio, 6)], steps=15, lr=3e-3)
     assert sum(losses[-4:]) / 4 < 0.75 * sum(losses[:4]) / 4, losses
     assert not [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None], "DDP needs every parameter used"
     assert_state_round_trip(objective, lambda: build_objective(
-        "masked_frames", [tiny_setup("audio", shared_data, rows=8).encoder], options))
+        "masked_frames", [tiny_setup("audio", data_root, rows=8).encoder], options))
 
 
 def test_contrastive_loss_is_eq_3_over_the_utterance():

@@ -1,4 +1,4 @@
-"""MLM: learns on real text, decodes with the input embeddings (tied) or its own layer, is BERT's
+"""MLM: learns on text, decodes with the input embeddings (tied) or its own layer, is BERT's
 cross-entropy over the masked tokens, state round-trips, and 2 processes equal 1."""
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from tests.objective_harness import (
 
 
 @pytest.fixture(scope="module")
-def text(shared_data):
-    return tiny_setup("text", shared_data, rows=16)
+def text(data_root):
+    return tiny_setup("text", data_root, rows=16)
 
 
-def test_mlm_overfits_a_small_batch_and_round_trips(text, shared_data):
+def test_mlm_overfits_a_small_batch_and_round_trips(text, data_root):
     objective = build_objective("mlm", [text.encoder], {"mask_ratio": 0.3})
     losses = overfit(objective, [text], [raw_batch(text, 16)], steps=25, lr=3e-3)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
     assert not [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None], "DDP needs every parameter used"
     assert_state_round_trip(objective, lambda: build_objective(
-        "mlm", [tiny_setup("text", shared_data, rows=16).encoder], {"mask_ratio": 0.3}))
+        "mlm", [tiny_setup("text", data_root, rows=16).encoder], {"mask_ratio": 0.3}))
 
 
 @pytest.mark.parametrize("tie_weights", [True, False])

@@ -1,4 +1,4 @@
-"""MoCo v2 and v3: learn on real data, state round-trips, the key network follows the query network
+"""MoCo v2 and v3: learn on data, state round-trips, the key network follows the query network
 by EMA only, 2 processes equal 1 where that is exact, and shuffling BN does what MoCo sec. 3.3 says."""
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def build_moco_v3():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def _fresh(setup, name, options, architecture="resnet"):
@@ -79,10 +79,10 @@ def test_moco_v2_learns_on_images_and_round_trips_queue_and_key_network(image):
 
 
 @pytest.mark.slow
-def test_moco_v2_learns_on_text(shared_data):
+def test_moco_v2_learns_on_text(data_root):
     """Text views are identical copies (the domain's dropout policy): dropout in the query and key
     networks makes them differ, as in SimCSE."""
-    text = tiny_setup("text", shared_data, rows=16)
+    text = tiny_setup("text", data_root, rows=16)
     torch.manual_seed(0)
     objective = build_objective("moco_v2", [text.encoder], V2_OPTIONS)
     losses = overfit(objective, [text], [raw_batch(text, 16)], steps=20, lr=3e-3)

@@ -1,4 +1,4 @@
-"""NNCLR: nearest neighbours are the paper's, the loss is eq. 2 symmetrised, it learns on real images
+"""NNCLR: nearest neighbours are the paper's, the loss is eq. 2 symmetrised, it learns on images
 and text, the support set round-trips, and 2 processes equal 1."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def build_nnclr():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def _fresh(setup, architecture="resnet"):
@@ -89,9 +89,9 @@ def test_nnclr_learns_on_images_and_round_trips_the_support_set(image):
     assert_state_round_trip(objective, lambda: _fresh(image))
 
 
-def test_nnclr_learns_on_text(shared_data):
+def test_nnclr_learns_on_text(data_root):
     """Text views are identical copies (the domain's dropout policy) that dropout makes differ."""
-    text = tiny_setup("text", shared_data, rows=16)
+    text = tiny_setup("text", data_root, rows=16)
     torch.manual_seed(0)
     objective = build_objective("nnclr", [text.encoder], OPTIONS)
     losses = overfit(objective, [text], [raw_batch(text, 16)], steps=20, lr=3e-3)

@@ -29,8 +29,8 @@ def build_pirl():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=DOMAIN)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=DOMAIN)
 
 
 def _fresh(setup, options=OPTIONS):

@@ -1,4 +1,4 @@
-"""Barlow Twins and VICReg: learn on real images (Barlow Twins also on text), their loss and logged
+"""Barlow Twins and VICReg: learn on images (Barlow Twins also on text), their loss and logged
 terms are the papers' weighted sums of the redundancy-reduction terms, and 2 processes equal 1."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ MILD_VIEWS = {"augment": {"crop_scale": [0.5, 1.0], "jitter_strength": 0.5, "blu
 
 
 @pytest.fixture(scope="module")
-def image_setup(shared_data):
-    return tiny_setup("image", shared_data, rows=16)
+def image_setup(data_root):
+    return tiny_setup("image", data_root, rows=16)
 
 
 def test_barlow_twins_overfits_images_and_round_trips(image_setup):
@@ -53,8 +53,8 @@ def test_barlow_twins_overfits_images_and_round_trips(image_setup):
     assert_state_round_trip(objective, build_barlow_twins)
 
 
-def test_vicreg_overfits_images_and_round_trips(shared_data):
-    setup = tiny_setup("image", shared_data, rows=16, options=MILD_VIEWS)
+def test_vicreg_overfits_images_and_round_trips(data_root):
+    setup = tiny_setup("image", data_root, rows=16, options=MILD_VIEWS)
     objective = build_vicreg()
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=30, lr=1e-2)
     # starts near 20, dominated by 25 x the views' mean variance hinge (~0.7 each: small initial
@@ -64,8 +64,8 @@ def test_vicreg_overfits_images_and_round_trips(shared_data):
 
 
 @pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
-def test_barlow_twins_overfits_text(shared_data):
-    setup = tiny_setup("text", shared_data, rows=16)
+def test_barlow_twins_overfits_text(data_root):
+    setup = tiny_setup("text", data_root, rows=16)
     objective = build_objective("barlow_twins", [setup.encoder], BARLOW_OPTIONS)
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=15, lr=3e-3)
     assert _mean(losses[-5:]) < 0.5 * _mean(losses[:5]), losses

@@ -36,7 +36,7 @@ def pair_views(objective, rows: int, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def pairs(shared_data):
+def pairs(data_root):
     assert _distinct_photos(24), "captions.csv is no longer grouped by photo: pick rows another way"
     return pair_setups()
 
@@ -44,8 +44,13 @@ def pairs(shared_data):
 def test_siglip_aligns_real_pairs_and_round_trips(pairs):
     image, text = pairs
     objective = build_siglip()
-    losses = overfit(objective, [image, text], [raw_batch(image, 16), raw_batch(text, 16)], steps=30, lr=3e-3)
-    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
+    losses = overfit(objective, [image, text], [raw_batch(image, 16), raw_batch(text, 16)], steps=45, lr=3e-3)
+    # Chance: embeddings that know nothing, with the best bias, score each of the 16 rows as 16 coin
+    # flips of probability 1/16, a loss of 16 * H(1/16) ~ 3.74 nats. The first steps only move the
+    # bias from its -10 start down to that plateau; learning the pairs must then leave it behind.
+    p = 1 / 16
+    chance = -16 * (p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert sum(losses[-5:]) / 5 < chance - 1.0, losses
     assert float(objective.logit_bias.detach()) != -10.0 and float(objective.logit_scale().detach()) != 10.0  # both learn
     assert_state_round_trip(objective, build_siglip)
 

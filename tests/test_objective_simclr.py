@@ -1,4 +1,4 @@
-"""SimCLR: learns on real images, state round-trips, and 2 processes equal 1."""
+"""SimCLR: learns on images, state round-trips, and 2 processes equal 1."""
 
 from __future__ import annotations
 
@@ -17,27 +17,27 @@ def build_simclr():
     return build_objective("simclr", [encoder], {"temperature": 0.2, "projection_dim": 16})
 
 
-def test_simclr_overfits_a_small_batch_and_round_trips(shared_data):
-    setup = tiny_setup("image", shared_data, rows=16)
+def test_simclr_overfits_a_small_batch_and_round_trips(data_root):
+    setup = tiny_setup("image", data_root, rows=16)
     objective = build_objective("simclr", [setup.encoder], {"temperature": 0.2, "projection_dim": 16})
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=25, lr=3e-3)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
     assert_state_round_trip(objective, lambda: build_objective(
-        "simclr", [tiny_setup("image", shared_data, rows=16).encoder], {"temperature": 0.2, "projection_dim": 16}))
+        "simclr", [tiny_setup("image", data_root, rows=16).encoder], {"temperature": 0.2, "projection_dim": 16}))
 
 
-def test_simclr_two_processes_equal_one(shared_data):
-    setup = tiny_setup("image", shared_data, rows=12)
+def test_simclr_two_processes_equal_one(data_root):
+    setup = tiny_setup("image", data_root, rows=12)
     objective = build_simclr()
     views = make_views(objective, [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(build_simclr, views, sizes=[7, 5])
 
 
-def test_simclrv2_fine_tunes_from_the_middle_of_its_head(shared_data):
+def test_simclrv2_fine_tunes_from_the_middle_of_its_head(data_root):
     from multissl.probes.classification import fine_tune
     from multissl.views import ViewRequest
 
-    setup = tiny_setup("image", shared_data, rows=16)
+    setup = tiny_setup("image", data_root, rows=16)
     objective = build_objective("simclr", [setup.encoder], {"head_layers": 3, "hidden_dim": 24, "projection_dim": 8})
     network = objective.encoder_with_head(up_to=1)
     batch = raw_batch(setup, 16)

@@ -1,4 +1,4 @@
-"""SimCSE: unsupervised learns on real captions, supervised is eq. 5 of the paper with hard
+"""SimCSE: unsupervised learns on captions, supervised is eq. 5 of the paper with hard
 negatives (eq. 4 without), state round-trips, and 2 processes equal 1 (dropout off)."""
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ TEMPERATURE = 0.05
 
 
 @pytest.fixture(scope="module")
-def captions(shared_data):
-    return tiny_setup("text", shared_data, rows=16, architecture=None)
+def captions(data_root):
+    return tiny_setup("text", data_root, rows=16, architecture=None)
 
 
 @pytest.fixture(scope="module")
-def triplets(shared_data, tmp_path_factory):
-    """Real STS-B pairs as (anchor, positive, hard negative): the negative is another pair's sentence."""
-    lines = (shared_data / "text/stsb/sts-train.csv").read_text(encoding="utf-8").splitlines()[:40]
+def triplets(data_root, tmp_path_factory):
+    """STS-B pairs as (anchor, positive, hard negative): the negative is another pair's sentence."""
+    lines = (data_root / "text/stsb/sts-train.csv").read_text(encoding="utf-8").splitlines()[:40]
     pairs = [line.split("\t")[5:7] for line in lines]
     path = tmp_path_factory.mktemp("triplets") / "triplets.jsonl"
     with path.open("w", encoding="utf-8") as file:
@@ -55,14 +55,14 @@ def naive_simcse(anchors, positives, negatives, temperature):
     return torch.stack(terms).mean()
 
 
-def test_unsupervised_simcse_overfits_and_round_trips(captions, shared_data):
+def test_unsupervised_simcse_overfits_and_round_trips(captions, data_root):
     objective = build_objective("simcse", [captions.encoder], {"temperature": TEMPERATURE})
     assert objective.view_requests()[0].options == {"num_views": 2}  # the domain's default: dropout
     losses = overfit(objective, [captions], [raw_batch(captions, 16)], steps=15, lr=1e-3)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses
     assert not [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None], "DDP needs every parameter used"
     assert_state_round_trip(objective, lambda: build_objective(
-        "simcse", [tiny_setup("text", shared_data, rows=16).encoder], {"temperature": TEMPERATURE}))
+        "simcse", [tiny_setup("text", data_root, rows=16).encoder], {"temperature": TEMPERATURE}))
 
 
 def test_supervised_hard_negatives_follow_eq_5(triplets):

@@ -1,4 +1,4 @@
-"""SimSiam: learns on real images, its loss is the paper's symmetric form, state round-trips, and
+"""SimSiam: learns on images, its loss is the paper's symmetric form, state round-trips, and
 2 processes equal 1."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def _mean(values):
     return sum(values) / len(values)
 
 
-def test_simsiam_overfits_a_small_batch_and_round_trips(shared_data):
-    setup = tiny_setup("image", shared_data, rows=16, options=MILD_VIEWS)
+def test_simsiam_overfits_a_small_batch_and_round_trips(data_root):
+    setup = tiny_setup("image", data_root, rows=16, options=MILD_VIEWS)
     objective = build_objective("simsiam", [setup.encoder], OPTIONS)
     losses = overfit(objective, [setup], [raw_batch(setup, 16)], steps=30, lr=3e-3)
     # -cos lies in [-1, 1]; unrelated random projections start near 0
@@ -38,11 +38,11 @@ def test_simsiam_overfits_a_small_batch_and_round_trips(shared_data):
     assert_state_round_trip(objective, build_simsiam)
 
 
-def test_simsiam_loss_is_the_symmetric_negative_cosine_with_stop_gradient(shared_data):
+def test_simsiam_loss_is_the_symmetric_negative_cosine_with_stop_gradient(data_root):
     """Against the paper's formula written out per row, 1/2 D(p1, z2) + 1/2 D(p2, z1) with
     D(p, z) = -cos(p, stopgrad(z)): same value and same parameter gradients (without the
     stop-gradient the gradients would differ)."""
-    setup = tiny_setup("image", shared_data, rows=8)
+    setup = tiny_setup("image", data_root, rows=8)
     objective = build_simsiam()
     (views,) = make_views(objective, [setup], [raw_batch(setup, 8)], seed=1)
     z1, z2 = objective.online(views["views"][:2])
@@ -66,8 +66,8 @@ def test_simsiam_loss_is_the_symmetric_negative_cosine_with_stop_gradient(shared
     torch.testing.assert_close(both.var(0, unbiased=False), torch.ones(64), atol=1e-3, rtol=0)
 
 
-def test_simsiam_two_processes_equal_one(shared_data):
-    setup = tiny_setup("image", shared_data, rows=12)
+def test_simsiam_two_processes_equal_one(data_root):
+    setup = tiny_setup("image", data_root, rows=12)
     objective = build_simsiam()
     views = make_views(objective, [setup], [raw_batch(setup, 12)], seed=3)
     distributed_equivalence(build_simsiam, views, sizes=[7, 5])

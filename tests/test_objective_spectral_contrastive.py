@@ -25,8 +25,8 @@ def build_spectral():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def test_spectral_contrastive_learns_on_images_and_round_trips(image):

@@ -1,4 +1,4 @@
-"""SupCon: the loss is eq. 2 over every view with the dataset's labels, it learns on real images and
+"""SupCon: the loss is eq. 2 over every view with the dataset's labels, it learns on images and
 audio, data without labels is a clear error, state round-trips, and 2 processes equal 1."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def build_supcon():
 
 
 @pytest.fixture(scope="module")
-def image(shared_data):
-    return tiny_setup("image", shared_data, rows=16, options=MILD)
+def image(data_root):
+    return tiny_setup("image", data_root, rows=16, options=MILD)
 
 
 def _fresh(setup, options=OPTIONS, architecture="resnet"):
@@ -71,9 +71,9 @@ def test_supcon_learns_on_images_and_round_trips(image):
 
 
 @pytest.mark.slow
-def test_supcon_learns_on_spoken_digits(shared_data):
+def test_supcon_learns_on_spoken_digits(data_root):
     # FSDD files sort by digit: keep two takes of one speaker, so 16 rows hold digits 0-7 twice each.
-    audio = tiny_setup("audio", shared_data, rows=16, options={"where": {"speaker": "george", "take": "0..1"}})
+    audio = tiny_setup("audio", data_root, rows=16, options={"where": {"speaker": "george", "take": "0..1"}})
     batch = raw_batch(audio, 16)
     assert batch["labels"].tolist() == [d for d in range(8) for _ in range(2)]
     objective = build_objective("supcon", [audio.encoder], OPTIONS)

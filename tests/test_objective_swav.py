@@ -1,6 +1,6 @@
 """SwAV: Sinkhorn-Knopp against a naive loop and its marginals, codes over the global batch (2
 processes = 1), the objective's swapped prediction against the paper's formula, frozen and
-re-normalised prototypes, learning on real images (multi-crop + queue) and text, state round trip."""
+re-normalised prototypes, learning on images (multi-crop + queue) and text, state round trip."""
 
 from __future__ import annotations
 
@@ -123,8 +123,8 @@ def test_sinkhorn_codes_and_swapped_prediction_over_the_global_batch():
 
 
 @pytest.fixture(scope="module")
-def image_setup(shared_data):
-    return tiny_setup("image", shared_data, rows=16)
+def image_setup(data_root):
+    return tiny_setup("image", data_root, rows=16)
 
 
 def test_swav_loss_is_the_swapped_prediction_of_global_codes(image_setup):
@@ -180,8 +180,8 @@ def test_swav_overfits_images_with_multicrop_and_a_queue_and_round_trips(image_s
 
 
 @pytest.mark.slow  # a second domain: runs in CI, kept out of the quick loop
-def test_swav_overfits_text(shared_data):
-    setup = tiny_setup("text", shared_data, rows=16)
+def test_swav_overfits_text(data_root):
+    setup = tiny_setup("text", data_root, rows=16)
     objective = build_objective("swav", [setup.encoder], {"projection_dim": 16, "hidden_dim": 32, "num_prototypes": 8,
                                                           "freeze_prototypes_steps": 2})
     assert "local_views" not in objective.view_requests()[0].options  # text offers no multi-crop

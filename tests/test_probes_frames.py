@@ -1,4 +1,4 @@
-"""Frame-level probes on real frame-aligned phone labels, and layer selection."""
+"""Frame-level probes on frame-aligned phone labels (LibriSpeech-like, tests/fixture_data.py), and layer selection."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from multissl.probes.frames import combine_layers, flatten_frames, frame_probe, 
 
 
 
-def phone_segments(shared_data, length: int = 150) -> list[torch.Tensor]:
-    """Real LibriSpeech phone labels (41 classes, 100 frames/s), cut into segments of ``length`` frames."""
+def phone_segments(data_root, length: int = 150) -> list[torch.Tensor]:
+    """Phone labels laid out as LibriSpeech's (41 classes, 100 frames/s), cut into segments of ``length`` frames."""
     segments = []
-    for line in (shared_data / "audio/librispeech_mini/phone_labels.txt").read_text().splitlines():
+    for line in (data_root / "audio/librispeech_mini/phone_labels.txt").read_text().splitlines():
         labels = torch.tensor([int(v) for v in line.split()[1:]])
         segments += list(labels.split(length))
     return segments
@@ -30,8 +30,8 @@ def padded(segments: list[torch.Tensor], padding_value) -> torch.Tensor:
     return pad_sequence(segments, batch_first=True, padding_value=padding_value)
 
 
-def test_frame_probe_on_real_phone_alignments(shared_data):
-    segments = phone_segments(shared_data)
+def test_frame_probe_on_real_phone_alignments(data_root):
+    segments = phone_segments(data_root)
     generator = torch.Generator().manual_seed(0)
     frames = [synthetic_frames(s, 41, generator) for s in segments]
     split = int(0.7 * len(segments))
@@ -47,8 +47,8 @@ def test_frame_probe_on_real_phone_alignments(shared_data):
     assert result.accuracy > 0.9
 
 
-def test_layer_weighted_frame_probe_picks_the_phonetic_layer(shared_data):
-    segments = phone_segments(shared_data)[:30]
+def test_layer_weighted_frame_probe_picks_the_phonetic_layer(data_root):
+    segments = phone_segments(data_root)[:30]
     generator = torch.Generator().manual_seed(1)
     # three layers per frame: noise, phonetic, noise -> [N, T, L, D]
     stacks = [torch.stack([synthetic_frames(s, 41, generator, informative=(layer == 1)) for layer in range(3)], dim=1)

@@ -1,9 +1,9 @@
 """extract_features / run_probes / the probe command through the Domain contract.
 
 The domains are being written elsewhere; these tests use minimal domains written here (they
-fulfil ``multissl.domain.Domain`` on real CIFAR-10 parquet and real STS-B sentences) so the pipeline
-is exercised end to end now. ``test_cli_with_the_real_image_domain`` runs once ``domains.image``
-exists.
+fulfil ``multissl.domain.Domain`` on CIFAR-10 parquet and STS-B sentences laid out as
+../shared/data: the synthetic tree of tests/fixture_data.py) so the pipeline is exercised end to
+end now. ``test_cli_with_the_real_image_domain`` runs once ``domains.image`` exists.
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ class ToyTextDomain(Domain):
 
 
 @pytest.fixture(scope="module")
-def cifar(shared_data) -> dict[str, DataConfig]:
-    shard = str(shared_data / "image/cifar10/train-00000-of-00004.parquet")
+def cifar(data_root) -> dict[str, DataConfig]:
+    shard = str(data_root / "image/cifar10/train-00000-of-00004.parquet")
     columns = {"image": "img", "label": "label"}
     return {"train": DataConfig(path=shard, format="parquet", split="train[:400]", columns=columns),
             "test": DataConfig(path=shard, format="parquet", split="train[400:600]", columns=columns)}
@@ -148,7 +148,7 @@ def test_extract_features_matches_direct_encoder_calls_and_keeps_order(cifar):
     assert extracted.rows == 20 and extracted.skipped == 0
 
 
-def test_extract_reports_skipped_samples(shared_data):
+def test_extract_reports_skipped_samples(data_root):
     good = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 10, 10)).save(good, format="PNG")
     table = datasets.Dataset.from_dict({"image": [{"bytes": good.getvalue(), "path": None},
@@ -184,7 +184,7 @@ def test_sequences_are_padded_across_batches_and_texts_embed_in_order(tmp_path):
     torch.testing.assert_close(extracted.pooled, one_by_one, atol=1e-5, rtol=1e-5)
 
 
-def test_run_probes_on_real_cifar(cifar, tmp_path):
+def test_run_probes_on_cifar_like_images(cifar, tmp_path):
     domain, encoder = ToyImageDomain(), tiny_image_encoder("mean")
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     options = {"ks": [5, 20], "weight_decays": [1e-3, 1e-1], "max_iter": 50, "label_fractions": [0.1],
@@ -197,7 +197,7 @@ def test_run_probes_on_real_cifar(cifar, tmp_path):
     for (probe, metric), result in by_probe.items():
         if metric == "accuracy":
             assert 0.0 <= result.value <= 1.0
-    # a random tiny ViT still beats chance (0.1) on CIFAR-10; 200 test rows: std ~0.021
+    # a random tiny ViT still beats chance (0.1) on CIFAR-10-like images; 200 test rows: std ~0.021
     assert by_probe[("linear", "accuracy")].value > 0.17
     assert by_probe[("linear", "accuracy")].details["num_train"] == 400
     assert by_probe[("linear (10% labels)", "accuracy")].details["num_train"] == 40
@@ -223,10 +223,10 @@ def test_probe_options_reject_unknown_keys_and_probes():
         run_probes(["linaer"], None, None)
 
 
-def test_sts_probe_through_a_domain(shared_data, tmp_path):
+def test_sts_probe_through_a_domain(data_root, tmp_path):
     encoder = tiny_text_encoder("mean")
     domain = ToyTextDomain(encoder=encoder)
-    lines = (shared_data / "text/stsb/sts-dev.csv").read_text(encoding="utf-8").splitlines()[:40]
+    lines = (data_root / "text/stsb/sts-dev.csv").read_text(encoding="utf-8").splitlines()[:40]
     path = tmp_path / "sts-mini.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     results = run_probes(["sts"], encoder, domain, test_data=DataConfig(path=str(path), split="dev"))
@@ -309,12 +309,12 @@ def real_domain(name: str):
 
 
 @pytest.mark.filterwarnings("ignore:.*no audio file")  # the folder holds audio for 2 of the 6 labelled utterances
-def test_frame_probe_with_the_real_audio_domain(shared_data):
-    """Real LibriSpeech audio + phone alignments (100 labels/s) mapped onto a tiny wav2vec2's frames."""
+def test_frame_probe_with_the_real_audio_domain(data_root):
+    """LibriSpeech-like audio + phone alignments (100 labels/s) mapped onto a tiny wav2vec2's frames."""
     build_domain = real_domain("audio")
     domain = build_domain("audio", {"max_seconds": 2.0})
     encoder = domain.build_encoder(EncoderConfig(architecture="wav2vec2", size="tiny"))
-    data = DataConfig(path=str(shared_data / "audio/librispeech_mini/phone_labels.txt"), format="aligned_frames")
+    data = DataConfig(path=str(data_root / "audio/librispeech_mini/phone_labels.txt"), format="aligned_frames")
     results = run_probes(["frames"], encoder, domain, data, data,
                          {"batch_size": 4, "weight_decays": [1e-2], "max_iter": 20, "layers": "weighted"})
     (result,) = results
@@ -322,13 +322,13 @@ def test_frame_probe_with_the_real_audio_domain(shared_data):
     assert result.details["num_test"] > 0 and len(result.details["layer_weights"]) > 1
 
 
-def test_sts_cli_with_the_real_text_domain(shared_data, tmp_path):
+def test_sts_cli_with_the_real_text_domain(data_root, tmp_path):
     build_domain = real_domain("text")
     domain = build_domain("text", {"vocab_size": 500})
-    domain.load(DataConfig(path=str(shared_data / "text/corpus/tinyshakespeare.txt"), limit=2000))  # learns a tokenizer
+    domain.load(DataConfig(path=str(data_root / "text/corpus/tinyshakespeare.txt"), limit=2000))  # learns a tokenizer
     folder = save_encoder(domain.build_encoder(EncoderConfig(architecture="bert", size="tiny")), tmp_path / "encoder",
                           ModelCardInfo(domain="text"))
-    lines = (shared_data / "text/stsb/sts-dev.csv").read_text(encoding="utf-8").splitlines()[:60]
+    lines = (data_root / "text/stsb/sts-dev.csv").read_text(encoding="utf-8").splitlines()[:60]
     sts = tmp_path / "sts-mini.csv"
     sts.write_text("\n".join(lines) + "\n", encoding="utf-8")
     output = tmp_path / "results.json"
@@ -339,11 +339,11 @@ def test_sts_cli_with_the_real_text_domain(shared_data, tmp_path):
     assert result.metric == "spearman_x100" and result.details["pairs"] == 60 and -100 <= result.value <= 100
 
 
-def flickr_pairs(shared_data, tmp_path, images: int = 10) -> tuple[Path, list[list[str]]]:
+def flickr_pairs(data_root, tmp_path, images: int = 10) -> tuple[Path, list[list[str]]]:
     """A pairs CSV (image path, caption) of the first ``images`` Flickr8k images x 5 captions."""
     import csv
 
-    root = shared_data / "pairs/flickr8k_1k"
+    root = data_root / "pairs/flickr8k_1k"
     with open(root / "captions.csv", newline="", encoding="utf-8") as handle:
         rows = [[str(root / "images" / row["image"]), row["caption"]] for row in list(csv.DictReader(handle))[:5 * images]]
     pairs = tmp_path / "pairs.csv"
@@ -365,10 +365,10 @@ def image_and_text_side(pairs: Path):
     return image_domain, image_encoder, text_domain, text_encoder
 
 
-def test_retrieval_and_zero_shot_with_the_real_image_and_text_domains(shared_data, cifar, tmp_path):
-    """Plumbing on real Flickr8k pairs (5 captions per image) and CIFAR-10 class names. The tiny
+def test_retrieval_and_zero_shot_with_the_real_image_and_text_domains(data_root, cifar, tmp_path):
+    """Plumbing on Flickr8k-like pairs (5 captions per image) and CIFAR-10 class names. The tiny
     encoders are untrained, so only the bookkeeping is checked, not the recall."""
-    pairs, _ = flickr_pairs(shared_data, tmp_path)
+    pairs, _ = flickr_pairs(data_root, tmp_path)
     image_domain, image_encoder, text_domain, text_encoder = image_and_text_side(pairs)
     data = DataConfig(path=str(pairs), columns={"image": "image"})
     results = run_probes(["retrieval"], image_encoder, image_domain, test_data=data, text_encoder=text_encoder,
@@ -385,13 +385,13 @@ def test_retrieval_and_zero_shot_with_the_real_image_and_text_domains(shared_dat
     assert results[0].details["classes"] == 10 and 0 <= results[0].value <= results[1].value <= 1
 
 
-def test_retrieval_compares_in_the_joint_space_saved_beside_clip_encoders(shared_data, tmp_path):
+def test_retrieval_compares_in_the_joint_space_saved_beside_clip_encoders(data_root, tmp_path):
     """Encoders from a CLIP run carry their joint projections (saved as joint_projection.safetensors,
     read back by the probe command): retrieval must rank in that space. Checked against a brute-force
     count over the projected, normalised embeddings; one side without a projection is an error."""
     from multissl.hub import load_joint_projection
 
-    pairs, rows = flickr_pairs(shared_data, tmp_path, images=8)
+    pairs, rows = flickr_pairs(data_root, tmp_path, images=8)
     image_domain, image_encoder, text_domain, text_encoder = image_and_text_side(pairs)
     generator = torch.Generator().manual_seed(0)
     projections = {"image": torch.randn(6, image_encoder.dim, generator=generator),

@@ -1,7 +1,8 @@
-"""Every shipped recipe parses, and runs 2 steps on real local data with a tiny config override.
+"""Every shipped recipe parses, and runs 2 steps on local data with a tiny config override.
 
-Recipes point at Hub datasets by default; here their data is swapped for the stand-ins in
-../shared/data chosen by which domains the recipe uses, and every encoder becomes the tiny preset.
+Recipes point at Hub datasets by default; here their data is swapped for stand-ins from the
+synthetic tree laid out as ../shared/data (the ``data_root`` fixture, tests/fixture_data.py),
+chosen by which domains the recipe uses, and every encoder becomes the tiny preset.
 A recipe that needs other stand-in data names it in ``SPECIAL_DATA`` below.
 """
 
@@ -43,15 +44,16 @@ def _stand_in_data(domain_types: frozenset[str], shared: Path) -> tuple[list[str
     return data, {"image": image, "audio": audio, "text": text}
 
 
-#: recipe stem -> data mapping to use instead of the generic stand-in (e.g. labelled pairs)
+#: recipe stem -> data mapping to use instead of the generic stand-in (e.g. labelled pairs); "{root}"
+#: in a path is the data folder
 SPECIAL_DATA: dict[str, dict] = {
-    "simcse-text-supervised": {"path": f"{Path(__file__).resolve().parents[2]}/shared/data/text/stsb/sts-train.csv",
+    "simcse-text-supervised": {"path": "{root}/text/stsb/sts-train.csv",
                                "columns": {"text": "sentence1", "text_pair": "sentence2"}},
 }
 
 
 #: recipe stem -> "module:function" preparing what a recipe needs beside data (e.g. a distillation
-#: teacher); called with (shared data folder, a scratch folder), it returns extra overrides
+#: teacher); called with (the data folder, a scratch folder), it returns extra overrides
 SPECIAL_SETUP: dict[str, str] = {
     "distillation-image": "tests.test_objective_distillation:recipe_teacher_overrides",
 }
@@ -61,7 +63,8 @@ def _tiny_overrides(path: Path, shared: Path, output_dir: Path) -> list[str]:
     raw = yaml.safe_load(path.read_text())
     types = frozenset((spec or {}).get("type") or name for name, spec in raw["domains"].items())
     data, options = _stand_in_data(types, shared)
-    data = SPECIAL_DATA.get(path.stem, data)
+    if path.stem in SPECIAL_DATA:
+        data = {**SPECIAL_DATA[path.stem], "path": SPECIAL_DATA[path.stem]["path"].format(root=shared)}
     overrides = [
         f"data.path={data['path']}",
         f"data.columns={yaml.safe_dump(data['columns'], default_flow_style=True).strip()}",
@@ -98,13 +101,13 @@ def test_recipe_parses_as_shipped(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
-def test_recipe_runs_two_tiny_steps(path, shared_data, tmp_path):
+def test_recipe_runs_two_tiny_steps(path, data_root, tmp_path):
     from multissl.train import train
 
-    overrides = _tiny_overrides(path, shared_data, tmp_path / "run")
+    overrides = _tiny_overrides(path, data_root, tmp_path / "run")
     if path.stem in SPECIAL_SETUP:
         module, function = SPECIAL_SETUP[path.stem].split(":")
-        overrides += getattr(importlib.import_module(module), function)(shared_data, tmp_path / "setup")
+        overrides += getattr(importlib.import_module(module), function)(data_root, tmp_path / "setup")
     recipe = load_recipe(path, overrides)
     result = train(recipe, str(path))
     assert result.steps == 2

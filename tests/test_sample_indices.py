@@ -19,8 +19,8 @@ def _views(setup, request, rows=ROWS):
 
 
 @pytest.mark.parametrize("kind", ["image", "audio", "text"])
-def test_rows_are_numbered_and_every_view_carries_their_ids(shared_data, kind):
-    setup = tiny_setup(kind, shared_data, rows=8)
+def test_rows_are_numbered_and_every_view_carries_their_ids(data_root, kind):
+    setup = tiny_setup(kind, data_root, rows=8)
     assert [setup.dataset[i]["row_index"] for i in range(8)] == list(range(8))
     requests = [ViewRequest("plain"), ViewRequest.augmented(num_views=2)]
     if kind == "image":
@@ -32,8 +32,8 @@ def test_rows_are_numbered_and_every_view_carries_their_ids(shared_data, kind):
         assert views["indices"].tolist() == ROWS, request
 
 
-def test_a_skipped_image_leaves_its_id_out(shared_data):
-    setup = tiny_setup("image", shared_data, rows=4)
+def test_a_skipped_image_leaves_its_id_out(data_root):
+    setup = tiny_setup("image", data_root, rows=4)
     setup.domain.on_bad_sample = "skip"
     rows = [setup.dataset[0], {"image": {"bytes": b"not an image", "path": None}, "row_index": 99},
             setup.dataset[2]]
@@ -42,8 +42,8 @@ def test_a_skipped_image_leaves_its_id_out(shared_data):
     assert batch["indices"].tolist() == [0, 2]
 
 
-def test_rows_without_ids_give_no_indices(shared_data):
-    setup = tiny_setup("image", shared_data, rows=4)
+def test_rows_without_ids_give_no_indices(data_root):
+    setup = tiny_setup("image", data_root, rows=4)
     rows = [{key: value for key, value in setup.dataset[i].items() if key != "row_index"} for i in range(2)]
     batch = setup.domain.collate(rows)
     assert "indices" not in batch
