@@ -44,7 +44,7 @@ from multissl.objectives import build_objective
 from multissl.modules import convert_to_global_batchnorm
 from multissl.objectives.base import Objective
 from multissl.optim import build_optimizer, parameter_groups, warmup_cosine_scheduler
-from multissl.telemetry import JsonlLog, health, to_float
+from multissl.telemetry import JsonlLog, health, to_float, write_curves
 
 __all__ = [
     "NonFiniteLossError", "RunResult", "SSLModel", "build_run", "move_to_device", "read_recipe", "view_generator",
@@ -311,6 +311,11 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
     resume_from = _resume_target(recipe, run_dir, recipe_source)
 
     domains, dataset, encoders, model = build_run(recipe)
+    evaluator = None
+    if recipe.evaluation.enabled:  # online kNN / linear probe on labelled rows (multissl.probes.online)
+        from multissl.probes.online import OnlineEvaluator
+
+        evaluator, dataset = OnlineEvaluator.build(recipe, domains, dataset, encoders, accelerator.is_main_process)
     if tc.global_batchnorm:
         convert_to_global_batchnorm(model)
     if tc.channels_last:
@@ -358,6 +363,8 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
     progress = _progress(accelerator, recipe, total_steps, state.step)
     losses: list[float] = []
     micro = 0
+    if evaluator is not None and state.step == 0:
+        evaluator.maybe_evaluate(0, total_steps, accelerator, log)
 
     model.train()
     while state.step < total_steps:
@@ -381,6 +388,8 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
                 objective.on_step_end(state.step, total_steps)
             losses.append(to_float(loss))
             _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler)
+            if evaluator is not None:
+                evaluator.maybe_evaluate(state.step, total_steps, accelerator, log)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -396,6 +405,8 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
 
     if progress is not None:
         progress.close()
+    if accelerator.is_main_process:
+        write_curves(log.path, run_dir / "curves.png")
     encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step)
     accelerator.end_training()
     return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
