@@ -136,6 +136,59 @@ def _cross_entropy_over_global_batch(logits: Tensor, positives: Tensor, excluded
     return global_mean(terms)
 
 
+class _SymmetricCrossEntropy(torch.autograd.Function):
+    """CLIP's loss on one process, fused: ``(CE(a -> b) + CE(b -> a)) / 2`` over the logits
+    ``L = s * a @ b.T`` of unit rows ``a``, ``b`` [N, D], with the diagonal as positives.
+
+    Forward: one matmul, then ``E = exp(L - shift)`` in place of ``L``; the row sums of ``E`` give
+    the a -> b log-sum-exps and its column sums the b -> a ones, so one exponential pass serves both
+    directions (``F.cross_entropy`` twice needs a transposed copy and two). The shift is the global
+    maximum when ``2 s <= 80`` on a CPU: every entry is then within 80 of it (|L| <= s for unit
+    rows), so no row or column underflows in float32 (exp(-80) ~ 1.8e-35 is a normal float). Above
+    that (CLIP clamps s at 100), and on GPUs (where reading s would wait for the device), rows and
+    columns get their own maxima: two exponential passes, still one extra buffer.
+    Backward: ``G = (softmax_rows(L) + softmax_columns(L) - 2 I) / 2N`` built from ``E`` and the
+    sums, then the matmul's two products; the gradient of ``s`` is ``sum(G * a @ b.T)``, read off
+    ``G @ b`` without another [N, N] pass. Values and gradients equal the two cross-entropies'.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+        n = a.shape[0]
+        logits = torch.mm(a * scale, b.T)
+        positive = logits.diagonal().clone()
+        if a.device.type == "cpu" and 2 * float(scale) <= 80.0:  # (reading s on a GPU would sync)
+            shift = logits.max()
+            exponentials = logits.sub_(shift).exp_()
+            rows, columns = exponentials.sum(dim=1), exponentials.sum(dim=0)
+            loss = (2 * shift + (rows.log().sum() + columns.log().sum()) / n - 2 * positive.mean()) / 2
+            row_part = column_part = exponentials
+        else:
+            row_max, column_max = logits.amax(dim=1, keepdim=True), logits.amax(dim=0, keepdim=True)
+            column_part = (logits - column_max).exp_()
+            row_part = logits.sub_(row_max).exp_()
+            rows, columns = row_part.sum(dim=1), column_part.sum(dim=0)
+            loss = ((row_max.squeeze(1) + rows.log()).mean() + (column_max.squeeze(0) + columns.log()).mean()
+                    - 2 * positive.mean()) / 2
+        ctx.save_for_backward(a, b, scale, row_part, column_part, rows, columns)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
+        a, b, scale, row_part, column_part, rows, columns = ctx.saved_tensors
+        n = a.shape[0]
+        factor = grad_loss / (2 * n)
+        grad = row_part * (factor / rows)[:, None]
+        grad.addcmul_(column_part, (factor / columns)[None, :])
+        grad.diagonal().sub_(2 * factor)
+        grad_b_part = grad @ b  # dLoss/d(a) = s * G @ b
+        grad_a = grad_b_part * scale if ctx.needs_input_grad[0] else None
+        grad_b = torch.mm(grad.T, a).mul_(scale) if ctx.needs_input_grad[1] else None
+        grad_scale = (grad_b_part * a).sum().reshape(scale.shape) if ctx.needs_input_grad[2] else None
+        return grad_a, grad_b, grad_scale
+
+
 class _ScoresAgainstKeysAndNegatives(torch.autograd.Function):
     """``anchors @ cat([keys, negatives]).T``, written into one buffer without concatenating.
 
@@ -245,16 +298,9 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     dtype = _compute_dtype(a, b)
     a, b = _unit(a, dtype), _unit(b, dtype)
     if not is_distributed():
-        # One process holds the whole square: the b -> a logits are its transpose, no second
-        # matmul. Copied first (the kernel overwrites the a -> b logits); clone keeps the transposed
-        # strides, so the copy and every later pass over it run along memory.
-        logits = (a * logit_scale) @ b.T
-        logits_b_to_a = logits.T.clone()
-        positives = torch.arange(a.shape[0], device=a.device)
-        return (
-            _cross_entropy_over_global_batch(logits, positives)
-            + _cross_entropy_over_global_batch(logits_b_to_a, positives)
-        ) / 2
+        # One process holds the whole square: both directions from one matmul and one buffer.
+        scale = logit_scale if isinstance(logit_scale, Tensor) else torch.tensor(float(logit_scale))
+        return _SymmetricCrossEntropy.apply(a, b, scale.to(device=a.device, dtype=dtype))
     b_columns, start = _gather_columns(b)
     a_columns, _ = _gather_columns(a)
     positives = start + torch.arange(a.shape[0], device=a.device)
