@@ -12,7 +12,8 @@ current encoder (frozen, eval mode, the domain's ``plain`` view) and logs
 * ``online/linear_top1`` (``evaluation.linear``): a logistic-regression probe on the detached
   features (standardised, L2 ``linear_weight_decay``, L-BFGS), fit on one half of the rows and
   scored on the other, both ways (two-fold cross-fitting);
-* ``online/seconds``: the wall seconds the evaluation took (its cost, next to the step time),
+* ``online/seconds``, ``online/cpu_seconds``: what the evaluation took (its cost, beside the
+  step time),
 
 to ``log.jsonl``, the trackers (TensorBoard) and the run's ``curves.png``.
 
@@ -36,9 +37,9 @@ Contracts the engine relies on:
 * Which rows, in which order, at which steps, are fixed by the recipe (seeded), never by timing.
 
 Cost: one forward pass over at most ``max_rows`` rows (collated once and kept, when they fit in
-``CACHE_BYTES``), a [N, N] similarity and two small L-BFGS fits. At the default cadence (ten
-evaluations a run, plus step 0) that is a few percent of a CPU run (measured in
-``bench/online_eval_cost.py``).
+``CACHE_BYTES``), a [N, N] similarity, two small L-BFGS fits and the curves PNG. The default
+cadence (:func:`default_every`) is a tenth of the run, spaced further where embedding the rows
+would cost more than 5% of the training in between (measured in ``bench/online_eval_cost.py``).
 """
 
 from __future__ import annotations
@@ -72,10 +73,28 @@ CACHE_BYTES = 512 * 2**20
 HELD_OUT_SEED_OFFSET = 7_919
 
 
-def evaluation_steps(every: int | None, total_steps: int) -> tuple[int, set[int]]:
-    """(the cadence, the set of steps evaluated): step 0, every multiple of ``every`` (None: a
-    tenth of the run, at least 1) up to ``total_steps``, and ``total_steps`` itself."""
-    every = every if every is not None else max(1, math.ceil(total_steps / 10))
+#: the default cadence keeps the rows embedded per evaluation within this share of the images a
+#: run trains on in between, counted in forward passes (one training image is two views, forward
+#: and backward: about six forward passes), so evaluating costs about 5% of training
+COST_SHARE = 0.05
+TRAINING_FORWARDS_PER_IMAGE = 6
+
+
+def default_every(total_steps: int, rows: int | None = None, images_per_step: int | None = None) -> int:
+    """The default cadence: a tenth of the run, and never so often that embedding ``rows`` costs
+    more than :data:`COST_SHARE` of the training in between (``images_per_step`` rows trained on
+    per optimiser step, all processes together)."""
+    every = max(1, math.ceil(total_steps / 10))
+    if rows is not None and images_per_step:
+        every = max(every, math.ceil(rows / (COST_SHARE * TRAINING_FORWARDS_PER_IMAGE * images_per_step)))
+    return every
+
+
+def evaluation_steps(every: int | None, total_steps: int, rows: int | None = None,
+                     images_per_step: int | None = None) -> tuple[int, set[int]]:
+    """(the cadence, the set of steps evaluated): step 0, every multiple of ``every`` (None:
+    :func:`default_every`) up to ``total_steps``, and ``total_steps`` itself."""
+    every = every if every is not None else default_every(total_steps, rows, images_per_step)
     steps = set(range(0, total_steps + 1, every)) | {total_steps}
     return every, steps
 
@@ -149,6 +168,8 @@ class OnlineEvaluator:
         self.run_dir = Path(run_dir)
         self.active = active
         self.seed = seed
+        self.images_per_step = 1  # rows one process trains on per optimiser step (set by build)
+        self.every: int | None = config.every
         self.seconds = 0.0  # wall seconds spent evaluating in this process (this session)
         self.cpu_seconds = 0.0
         self.evaluations = 0
@@ -189,6 +210,7 @@ class OnlineEvaluator:
             rows = domain.load(config.data)
         evaluator = cls(config, key, encoders[key], domain, rows, Path(run_dir or recipe.output_dir),
                         active=is_main_process, seed=recipe.train.seed)
+        evaluator.images_per_step = recipe.train.batch_size * recipe.train.gradient_accumulation
         return evaluator, dataset
 
     def _prepare(self, rows: Any) -> _Rows:
@@ -225,9 +247,10 @@ class OnlineEvaluator:
 
     # ------------------------------------------------------------------ running
 
-    def steps(self, total_steps: int) -> set[int]:
+    def steps(self, total_steps: int, images_per_step: int | None = None) -> set[int]:
         if self._steps is None:
-            _, self._steps = evaluation_steps(self.config.every, total_steps)
+            rows = self._rows.count if self._rows is not None else self.config.max_rows
+            self.every, self._steps = evaluation_steps(self.config.every, total_steps, rows, images_per_step)
         return self._steps
 
     @torch.no_grad()
@@ -263,17 +286,19 @@ class OnlineEvaluator:
             if self.config.linear:
                 record["online/linear_top1"] = cross_fitted_linear_accuracy(
                     features, labels, self.config.linear_weight_decay, seed=self.seed)
-        spent = time.perf_counter() - wall
+        spent, spent_cpu = time.perf_counter() - wall, time.process_time() - cpu
         self.seconds += spent
-        self.cpu_seconds += time.process_time() - cpu
+        self.cpu_seconds += spent_cpu
         self.evaluations += 1
         record["online/seconds"] = spent
+        record["online/cpu_seconds"] = spent_cpu
         return record
 
     def maybe_evaluate(self, step: int, total_steps: int, accelerator: Any, log: Any) -> dict[str, float] | None:
         """Evaluate, log and redraw the curves when ``step`` is one of the evaluated steps; main
         process only (every other process returns None at once)."""
-        if not self.active or step not in self.steps(total_steps):
+        images_per_step = self.images_per_step * getattr(accelerator, "num_processes", 1)
+        if not self.active or step not in self.steps(total_steps, images_per_step):
             return None
         reason = self.supported(accelerator)
         if reason is not None:
@@ -286,7 +311,10 @@ class OnlineEvaluator:
         log.write({"step": step, **record})
         from multissl.telemetry import write_curves
 
+        wall, cpu = time.perf_counter(), time.process_time()
         write_curves(log.path, self.run_dir / "curves.png")
+        self.seconds += time.perf_counter() - wall
+        self.cpu_seconds += time.process_time() - cpu
         return record
 
     @staticmethod
