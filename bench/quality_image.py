@@ -173,6 +173,8 @@ class BenchSettings:
     eval_batch_size: int = 500
     curve_points: int = 10
     curve_bank_images: int = 5000
+    recipe_overrides: tuple[str, ...] = ()
+    baselines: bool = True
     quick: bool = False
     max_steps: int | None = None  # tests only
     data_limit: int | None = None  # tests only: read the first rows of the shards
@@ -242,6 +244,10 @@ def bench_recipe(method: str, settings: BenchSettings, output_dir: str):
     data["logging"] = {"trackers": [], "progress_bar": False}
     data["checkpoint"] = {"resume": None}
     data["output_dir"] = output_dir
+    if settings.recipe_overrides:  # --set: the same change for both libraries (they read this recipe)
+        from multissl.config import apply_overrides
+
+        apply_overrides(data, list(settings.recipe_overrides), str(source))
     return parse_recipe(data, source=f"{source.relative_to(ROOT)} + bench overrides")
 
 
@@ -802,7 +808,7 @@ def run_job(settings: BenchSettings, job: Job) -> dict[str, Any]:
 def jobs_of(settings: BenchSettings) -> list[Job]:
     """Both libraries' runs of a method one after the other, so that with two worker processes
     they train at the same time, under the same machine load; the baselines last."""
-    return [Job(peer, method) for peer, method in contenders(settings)] + [Job("baselines")]
+    return [Job(peer, method) for peer, method in contenders(settings)] + ([Job("baselines")] if settings.baselines else [])
 
 
 def run(settings: BenchSettings, printer: Callable[[str], None] = print) -> dict[str, Any]:
@@ -857,6 +863,11 @@ def parse_settings(argv: list[str] | None) -> tuple[BenchSettings, argparse.Name
                         help="SSL training images (seeded subset of the 45,000; default all, --quick 5,000)")
     parser.add_argument("--probe-train-images", type=int, default=None,
                         help="labelled training images the probes fit on (default 10,000, --quick 2,000; 0 = all)")
+    parser.add_argument("--set", dest="recipe_overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides applied after the bench's own, for both libraries "
+                             "(e.g. objectives.0.options.temperature=0.2)")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
+                        help="leave out the random-init and raw-pixel rows (pilot runs)")
     parser.add_argument("--curve-points", type=int, default=10,
                         help="points of each contender's kNN learning curve (0: none); the clock pauses for each")
     parser.add_argument("--seed", type=int, default=0,
@@ -869,7 +880,8 @@ def parse_settings(argv: list[str] | None) -> tuple[BenchSettings, argparse.Name
         methods=tuple(args.methods), peers=tuple(args.peers), encoder=args.encoder, batch_size=args.batch_size,
         threads=args.threads, processes=args.processes, seed=args.seed,
         train_images=args.train_images if args.train_images is not None else (5000 if args.quick else None),
-        probe_train_images=probe or None, quick=args.quick, curve_points=args.curve_points)
+        probe_train_images=probe or None, quick=args.quick, curve_points=args.curve_points,
+        recipe_overrides=tuple(args.recipe_overrides), baselines=args.baselines)
     return settings, args
 
 

@@ -58,6 +58,9 @@ from bench._common import RESULTS_DIR, SHARED_DATA, describe_machine, machine_in
 
 RECIPE = ROOT / "recipes" / "simclr-image.yaml"
 SHARD = SHARED_DATA / "image" / "cifar10" / "train-00000-of-00004.parquet"
+#: the parquet file the settings read (``--data``): a CIFAR-10 shard, or a synthetic one of the
+#: same layout where ../shared is absent (a GPU machine)
+DATA = {"path": str(SHARD)}
 #: encoders the bench can run (``--encoders``): the GPU-scale ResNet-18 of lightly's and
 #: solo-learn's CIFAR examples, and the image domain's CPU presets (what a CPU user trains)
 ENCODERS: dict[str, dict[str, str]] = {
@@ -91,7 +94,7 @@ def load_bench_recipe(batch: int, precision: str, num_workers: int, rows: int, e
 
     spec = ENCODERS[encoder]
     overrides = [
-        f"data.path={SHARD}", f"data.limit={rows}",
+        f"data.path={DATA['path']}", f"data.limit={rows}",
         f"domains.image.encoder.architecture={spec['architecture']}",
         f"domains.image.encoder.size={spec['size']}",
         f"train.batch_size={batch}", f"train.precision={precision}", f"train.num_workers={num_workers}",
@@ -390,11 +393,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last layout")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
                         help="DataLoader worker counts of the multissl and lightly-style rows (default 0 2)")
+    parser.add_argument("--data", default=None,
+                        help="a CIFAR-10-layout parquet file (default the ../shared/data shard), or 'synthetic': "
+                             "random 32x32 PNGs in that layout (decode and views cost the same; for machines without ../shared)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "train_throughput.json")
     args = parser.parse_args(argv)
-    if not SHARD.exists():
-        raise SystemExit(f"{SHARD} is absent: this benchmark trains on CIFAR-10 from ../shared/data")
+    if args.data == "synthetic":
+        import tempfile
+
+        from bench.online_eval_cost import synthetic_cifar
+
+        DATA["path"] = str(synthetic_cifar(Path(tempfile.mkdtemp(prefix="train-throughput-")), rows=8192))
+    elif args.data is not None:
+        DATA["path"] = args.data
+    if not Path(DATA["path"]).exists():
+        raise SystemExit(f"{DATA['path']} is absent: this benchmark trains on CIFAR-10 from ../shared/data "
+                         "(or pass --data synthetic)")
     batch = args.batch or (64 if args.quick else 256)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     steps = args.steps or (3 if args.quick else 5)
@@ -436,7 +451,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seeds={"model_and_data": args.seed, "per_round": "seed + round index"},
         budget={"quick": bool(args.quick), "batch": batch, "warmup_steps": warmup, "timed_steps": steps,
                 "rounds": rounds, "wall_seconds": round(time.perf_counter() - started, 1)},
-        settings={"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        settings={"data": DATA["path"] if args.data != "synthetic" else "synthetic CIFAR-layout parquet (random pixels)",
+                  "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
                   else "cpu", "bf16_rows": with_bf16, "recipe": "recipes/simclr-image.yaml",
                   "encoders": {name: ENCODERS[name] for name in args.encoders}, "channels_last": args.channels_last,
                   "encoder_note": "resnet18: HF ResNetModel, basic blocks 64-128-256-512 (its fixed 7x7 stride-2 stem + "

@@ -64,6 +64,7 @@ class RunResult:
     losses: list[float] = field(default_factory=list)
     skipped_samples: int = 0
     seconds: float = 0.0
+    evaluation_cpu_seconds: float = 0.0  # the online evaluation's share (multissl.probes.online)
 
 
 class SSLModel(nn.Module):
@@ -409,7 +410,8 @@ def train(recipe: Recipe, recipe_source: str = "<recipe>", accelerator: Accelera
         write_curves(log.path, run_dir / "curves.png")
     encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step)
     accelerator.end_training()
-    return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started)
+    return RunResult(run_dir, state.step, encoder_dirs, losses, state.skipped, time.time() - started,
+                     evaluator.cpu_seconds if evaluator is not None else 0.0)
 
 
 def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, scheduler, views: dict,
