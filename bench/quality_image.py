@@ -144,7 +144,7 @@ IMPLEMENTATION_NOTES = {
     "simclr": "lightly's SimCLRProjectionHead has batch norm on its output layer too (multissl: hidden layer only)",
     "moco_v2": ("multissl normalises the key batch in 8 shuffled sub-batches (shuffling BN on one process, as MoCo's "
                 "single-GPU demo); lightly's batch_shuffle on one device only permutes rows (BN over the whole key batch); "
-                "multissl also uses the other in-batch keys as negatives besides the 4,096-key queue"),
+                "multissl also uses the other in-batch keys as negatives besides the queue (8 batches of keys)"),
     "byol": ("lightly runs the online network once per view (batch norm per view), multissl both views in one call; "
              "multissl's loss 2 - 2cos summed over both directions equals lightly's 2 * NegativeCosineSimilarity "
              "up to a constant"),
@@ -239,6 +239,8 @@ def bench_recipe(method: str, settings: BenchSettings, output_dir: str):
     image["encoder"] = copy.deepcopy(ENCODERS[settings.encoder])
     image.setdefault("options", {}).setdefault("augment", {}).update(BENCH_OVERRIDES[method]["augment"])
     data["objectives"][0].setdefault("options", {}).update(BENCH_OVERRIDES[method]["objective"])
+    if method == "moco_v2":  # the recipe's rule: keys at most 8 steps old (recipes/moco_v2-image.yaml)
+        data["objectives"][0]["options"]["queue_size"] = 8 * settings.batch_size
     data["train"].update(batch_size=settings.batch_size, precision="fp32", num_workers=0, seed=settings.seed,
                          max_steps=1, epochs=None)
     data["logging"] = {"trackers": [], "progress_bar": False}
