@@ -698,8 +698,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "contenders from the same start (TF-IDF appears in both). See the script's docstring for the protocol."
     )
     notes = [
-        f"Training sentences: {data_info['wikitext2_sentences']} WikiText-2 (valid+test) sentences without <unk> and "
-        f"{data_info['flickr30k_captions']} Flickr30k captions (Multi30k), seeded mix of {len(sentences)}.",
+        (f"Training sentences: {data_info['wikitext2_sentences']} WikiText-2 (valid+test) sentences without <unk> and "
+         f"{data_info['flickr30k_captions']} Flickr30k captions (Multi30k), seeded mix of {len(sentences)}."
+         if settings.corpus == "mixed" else ""),
         f"SentEval protocol: tasks {', '.join(settings.senteval_tasks)}; {settings.senteval_folds}-fold stratified CV for "
         "MR/CR/SUBJ/MPQA (SentEval: 10), given splits for SST-2/TREC/MRPC; weight decay chosen on a validation split "
         "(SentEval: nested CV). Same protocol for every contender.",
