@@ -26,6 +26,7 @@ SAME held-out rows. The pieces here know nothing about images, audio or text:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -77,6 +78,18 @@ class CpuBudget:
     def start(self) -> "CpuBudget":
         self._cpu_start, self._wall_start = time.process_time(), time.perf_counter()
         return self
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Work inside is not charged to the budget (CPU and wall clocks move their start forward by
+        what it took): a measurement taken during training, such as a learning curve's point."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._cpu_start is not None and self._wall_start is not None:
+                self._cpu_start += time.process_time() - cpu
+                self._wall_start += time.perf_counter() - wall
 
     @property
     def started(self) -> bool:
@@ -140,7 +153,9 @@ class TrainingReport:
 
 def budgeted_training(step: Callable[[float], StepResult], budget: CpuBudget | float, *,
                       max_steps: int | None = None, log_every: int = 0, name: str = "run",
-                      printer: Callable[[str], None] = print) -> TrainingReport:
+                      printer: Callable[[str], None] = print,
+                      checkpoints: Sequence[float] = (), on_checkpoint: Callable[[float, int], None] | None = None
+                      ) -> TrainingReport:
     """Call ``step(progress)`` until ``budget`` (a :class:`CpuBudget` or CPU seconds) is spent.
 
     The budget is checked between steps, never inside one: the last step may end past the budget
@@ -149,6 +164,11 @@ def budgeted_training(step: Callable[[float], StepResult], budget: CpuBudget | f
     with an error naming ``name`` and the step. ``max_steps`` (tests, smoke runs) stops earlier.
     The clock starts here, so everything ``step`` does (data loading, augmentation, the
     optimiser) is inside the budget, and nothing done before the call is.
+
+    ``on_checkpoint(cpu_seconds, steps)`` is called, with the clock paused (its work is not charged
+    to the budget), before the first step when ``checkpoints`` holds 0, and after the first step at
+    which the spent fraction reaches each value in ``checkpoints`` (fractions in [0, 1]; 1 is the
+    end of the run): the points of a learning curve.
     """
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
@@ -156,6 +176,19 @@ def budgeted_training(step: Callable[[float], StepResult], budget: CpuBudget | f
     clock.start()
     steps, samples, losses = 0, 0, []
     stopped_by = "budget"
+    pending = sorted(set(float(c) for c in checkpoints))
+
+    def checkpoint(final: bool = False) -> None:
+        due = [c for c in pending if c <= clock.progress() or final]
+        if due and on_checkpoint is not None:
+            spent = clock.spent()
+            with clock.paused():
+                on_checkpoint(spent, steps)
+        for c in due:
+            pending.remove(c)
+
+    if pending and pending[0] <= 0:
+        checkpoint()
     while not clock.exhausted():
         if max_steps is not None and steps >= max_steps:
             stopped_by = "max_steps"
@@ -168,6 +201,10 @@ def budgeted_training(step: Callable[[float], StepResult], budget: CpuBudget | f
         losses.append(float(result.loss))
         if log_every and steps % log_every == 0:
             printer(f"  {name}: step {steps}, loss {result.loss:.4f}, {clock.spent():.0f}/{clock.seconds:.0f} CPU s")
+        if pending and pending[0] <= clock.progress() and not clock.exhausted():
+            checkpoint()
+    if pending:
+        checkpoint(final=True)
     return TrainingReport(steps=steps, samples=samples, cpu_seconds=clock.spent(), wall_seconds=clock.wall(),
                           budget_seconds=clock.seconds, stopped_by=stopped_by, losses=losses)
 

@@ -50,6 +50,10 @@ TEMPERATURE = 0.1
 LOGIT_SCALE = 1 / 0.07  # CLIP's initial exp(logit_scale)
 
 
+#: where the cases run (``--device``); inputs are drawn on the CPU with one seed, then moved
+DEVICE = torch.device("cpu")
+
+
 def build_step(loss: str, batch: int, dim: int, variant: str, queue: int) -> Callable[[], None]:
     """Inputs for one case, and a closure running one forward + backward of ``variant``.
 
@@ -57,9 +61,11 @@ def build_step(loss: str, batch: int, dim: int, variant: str, queue: int) -> Cal
     """
     g = torch.Generator().manual_seed(0)
     leaves: list[torch.Tensor] = []
+    def randn(*shape: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(DEVICE)
 
     def leaf(*shape: int) -> torch.Tensor:
-        leaves.append(torch.randn(*shape, generator=g).requires_grad_(True))
+        leaves.append(randn(*shape, generator=g).requires_grad_(True))
         return leaves[-1]
 
     def fresh(run: Callable[[], None]) -> Callable[[], None]:
@@ -74,20 +80,20 @@ def build_step(loss: str, batch: int, dim: int, variant: str, queue: int) -> Cal
         if variant == "loss":
             z1, z2 = leaf(batch, dim), leaf(batch, dim)
             return fresh(lambda: nt_xent(z1, z2, TEMPERATURE).backward())
-        z, upstream = leaf(2 * batch, dim), torch.randn(2 * batch, 2 * batch, generator=g)
+        z, upstream = leaf(2 * batch, dim), randn(2 * batch, 2 * batch, generator=g)
         return fresh(lambda: (z @ z.T).backward(upstream))
     if loss == "info_nce_queue":
         q, k = leaf(batch, dim), leaf(batch, dim)
-        negatives = F.normalize(torch.randn(queue, dim, generator=g), dim=1)
+        negatives = F.normalize(randn(queue, dim, generator=g), dim=1)
         if variant == "loss":
             return fresh(lambda: info_nce(q, k, negatives, TEMPERATURE).backward())
-        upstream = [torch.randn(batch, batch, generator=g), torch.randn(batch, queue, generator=g)]
+        upstream = [randn(batch, batch, generator=g), randn(batch, queue, generator=g)]
         return fresh(lambda: torch.autograd.backward([q @ k.T, q @ negatives.T], upstream))
     if loss == "clip_loss":
         a, b = leaf(batch, dim), leaf(batch, dim)
         if variant == "loss":
             return fresh(lambda: clip_loss(a, b, LOGIT_SCALE).backward())
-        upstream = torch.randn(batch, batch, generator=g)
+        upstream = randn(batch, batch, generator=g)
         return fresh(lambda: (a @ b.T).backward(upstream))
     raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
@@ -125,7 +131,17 @@ def measure_memory_here(loss: str, batch: int, dim: int, variant: str, queue: in
 
 
 def measure_memory(loss: str, batch: int, dim: int, variant: str, queue: int) -> float:
-    """Peak MiB of one step, measured in a subprocess so earlier cases cannot hide it."""
+    """Peak MiB of one step, measured in a subprocess so earlier cases cannot hide it (on a GPU:
+    the allocator's peak above what was allocated before the step, in this process)."""
+    if DEVICE.type == "cuda":
+        step = build_step(loss, batch, dim, variant, queue)
+        step()
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return max(torch.cuda.max_memory_allocated() - before, 0) / 2**20
     spec = json.dumps([loss, batch, dim, variant, queue])
     command = [sys.executable, __file__, "--memory-case", spec, "--threads", str(torch.get_num_threads())]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -135,7 +151,8 @@ def measure_memory(loss: str, batch: int, dim: int, variant: str, queue: int) ->
 def time_pair(loss: str, batch: int, dim: int, queue: int, repetitions: int) -> tuple[list[float], list[float]]:
     """Wall times (ms) of the loss and its floor, alternating, after one warm-up each."""
     steps = {variant: build_step(loss, batch, dim, variant, queue) for variant in ("loss", "floor")}
-    samples = alternate_timings(steps, repetitions, warmup=1)
+    samples = alternate_timings(steps, repetitions, warmup=1,
+                                synchronize=torch.cuda.synchronize if DEVICE.type == "cuda" else None)
     return samples["loss"], samples["floor"]
 
 
@@ -168,7 +185,13 @@ def main() -> None:
         "--output", type=Path, default=None, help="JSON path (full run default: bench/results/losses.json)"
     )
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (default 256 1024 4096)")
+    parser.add_argument("--dims", type=int, nargs="+", default=None, help="dimensions (default 128 512)")
+    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,13 +200,14 @@ def main() -> None:
         return
 
     batches, dims, queue = ((256,), (128,), 4096) if args.quick else ((256, 1024, 4096), (128, 512), QUEUE)
+    batches, dims = tuple(args.batches or batches), tuple(args.dims or dims)
     output = args.output or (None if args.quick else ROOT / "bench" / "results" / "losses.json")
     info = machine_info(MEASURED)
     print(describe_machine(info))
     print(f"{'loss':<16}{'batch':>6}{'dim':>5}{'loss ms':>10}{'floor ms':>10}{'ratio':>7}"
           f"{'loss MiB':>10}{'floor MiB':>10}{'ratio':>7}")
     results = []
-    for loss in LOSSES:
+    for loss in args.losses:
         for batch in batches:
             for dim in dims:
                 repetitions = args.repetitions or (3 if args.quick else (7 if batch <= 1024 else 3))
@@ -212,13 +236,16 @@ def main() -> None:
             output, benchmark="bench/losses.py", title="Contrastive loss kernels against their matmul floor",
             kind="speed", machine=info,
             description="Forward + backward wall time (median) and peak memory of multissl's contrastive losses "
-            "against the similarity matmul(s) each needs and their backward (the floor), float32 on the CPU. "
+            f"against the similarity matmul(s) each needs and their backward (the floor), float32 on "
+            f"{'the GPU (' + torch.cuda.get_device_name(DEVICE) + ')' if DEVICE.type == 'cuda' else 'the CPU'}. "
             "Ratios are loss / floor: 1.0 would be a loss costing nothing beyond its matmuls.",
             seeds={"inputs": 0},
             budget={"quick": bool(args.quick), "warmup_repetitions": 1,
                     "repetitions": args.repetitions or ("3" if args.quick else "7 (batch <= 1024), 3 (batch 4096)")},
             settings={
                 "dtype": "float32", "queue": queue, "temperature": TEMPERATURE, "logit_scale": LOGIT_SCALE,
+                "device": str(DEVICE), "device_name": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda"
+                else "cpu", "batches": list(batches), "dims": list(dims),
                 "timing": "time.perf_counter around forward + backward; loss and floor alternate each repetition; "
                 "medians",
                 "memory_method": "fresh subprocess per case and variant: warm-up step, malloc_trim, VmHWM "

@@ -83,7 +83,7 @@ SAMPLE_RATE = 8000  # FSDD's own rate; LibriSpeech is resampled down to it at co
 SPECTROGRAM = {"n_fft": 200, "hop_length": 80, "n_mels": 40, "n_mfcc": 40}
 #: wav2vec2 presets stride 320 samples (20 ms at 16 kHz); at 8 kHz that is 40 ms, too coarse for
 #: 80 ms phones, so the convolution strides are changed to give 160 (20 ms again)
-ENCODER_OVERRIDES = {"tiny": {"conv_stride": [5, 4, 8]},
+ENCODER_OVERRIDES = {"tiny": {"conv_stride": [5, 4, 8]}, "cpu": {"conv_stride": [5, 4, 8]},
                      "small": {"conv_dim": [256] * 6, "conv_kernel": [10, 3, 3, 3, 3, 2],
                                "conv_stride": [5, 2, 2, 2, 2, 2], "num_feat_extract_layers": 6}}
 PHONE_VALIDATION_BLOCK_SECONDS = 1.0
@@ -295,22 +295,28 @@ def build_random_encoder(encoder_size: str, seed: int):
 @dataclass
 class ClipFeatures:
     """Utterance features of one contender on one FSDD split: pooled [N, D], layers [N, L, D] or
-    None, digit labels [N], speaker ids [N]."""
+    None, digit labels [N], speaker ids [N], and the mean and standard deviation of the last
+    layer's frames [N, 2D] (the statistics the MFCC baseline is pooled with) or None."""
 
     pooled: Tensor
     layers: Tensor | None
     digits: Tensor
     speakers: Tensor
+    mean_std: Tensor | None = None
 
 
 def encoder_clip_features(encoder, domain, rows, batch_size: int = 64) -> ClipFeatures:
     from multissl.probes import extract_from_dataset
 
     domain.frame_geometry = encoder.frame_geometry
-    extracted = extract_from_dataset(encoder, domain, rows, batch_size=batch_size, hidden_states=True)
+    extracted = extract_from_dataset(encoder, domain, rows, batch_size=batch_size, hidden_states=True, sequences=True)
     if extracted.skipped:
         raise ValueError(f"{extracted.skipped} FSDD clips were skipped as bad samples")
-    return ClipFeatures(extracted.pooled, extracted.layers, extracted.labels, _speakers(rows))
+    # per-frame layers [N, T, L, D] -> each layer's mean over the clip's valid frames [N, L, D]
+    weights = extracted.mask[:, :, None, None].to(extracted.layers.dtype)
+    layers = (extracted.layers * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    return ClipFeatures(extracted.pooled, layers, extracted.labels, _speakers(rows),
+                        mean_std_pool(extracted.sequence, extracted.mask))
 
 
 def _speakers(rows) -> Tensor:
@@ -434,8 +440,10 @@ def phone_accuracy(data: PhoneFrames, frame_stride: int, use_layers: bool, seed:
 CLIP_TASKS = {"speakers": "FSDD speaker ID (6 speakers), linear probe, test takes 0-4",
               "digits": "FSDD digit ID (10 digits), linear probe, test takes 0-4"}
 PHONE_TASK = "LibriSpeech frame phone classification (41 classes), linear probe, leave-one-utterance-out"
-#: (metric, use the layer stack): Features.pooled / the last layer, and SUPERB's weighted layers
-CLIP_METRICS = (("top1_accuracy", False), ("top1_accuracy_weighted_layers", True))
+#: (metric, features): Features.pooled of the last layer, SUPERB's weighted layers, and the last
+#: layer's frames pooled by mean and standard deviation as the MFCC baseline's frames are
+CLIP_METRICS = (("top1_accuracy", "pooled"), ("top1_accuracy_weighted_layers", "layers"),
+                ("top1_accuracy_mean_std_frames", "mean_std"))
 PHONE_METRICS = (("frame_accuracy", False), ("frame_accuracy_weighted_layers", True))
 
 
@@ -464,10 +472,10 @@ def evaluate(contender: Contender, frame_stride: int, budget_seconds: float, see
     rows = []
     train, test = contender.probe_train, contender.test
     for labels, task in CLIP_TASKS.items():
-        for metric, use_layers in CLIP_METRICS:
-            if use_layers and train.layers is None:
+        for metric, features in CLIP_METRICS:
+            if getattr(train, features) is None:
                 continue
-            x_train, x_test = (train.layers, test.layers) if use_layers else (train.pooled, test.pooled)
+            x_train, x_test = getattr(train, features), getattr(test, features)
             result = linear_probe(x_train, getattr(train, labels), x_test, getattr(test, labels), seed=seed, **probe_options)
             rows.append({**QualityRow(task, contender.name, metric, round(result.accuracy, 4), True, budget).as_row(),
                          **extra, "probe_weight_decay": result.weight_decay})
@@ -542,6 +550,9 @@ def parse_args(argv: Sequence[str] | None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the module doc)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="also stop SSL training after this many steps")
+    parser.add_argument("--tune", action="store_true",
+                        help="settings search: SSL and probes on takes 10-49, scored on takes 5-9; the reported test "
+                             "takes 0-4 are never read (write elsewhere with --output)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "quality_audio.json")
     return parser.parse_args(argv)
 
@@ -563,6 +574,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from accelerate import Accelerator
 
     args = parse_args(argv)
+    global TRAIN_TAKES, TEST_TAKES
+    if args.tune:  # module-level splits: every function reads them
+        TRAIN_TAKES, TEST_TAKES = (10, 49), (5, 9)
     budget = args.budget_cpu_seconds if args.budget_cpu_seconds is not None else (QUICK_BUDGET if args.quick else FULL_BUDGET)
     fix_threads(args.threads)
     machine = machine_info(MEASURED)

@@ -103,7 +103,13 @@ TASK = "CIFAR-10 held-out 5k"
 #: (48..384, depths 1-1-3-1, stem stride 2) ran at 0.6x resnet10-narrow. A budget of a few minutes
 #: buys resnet10-narrow ~4 epochs of CIFAR-10 and resnet18 under one: the narrow net learns most
 #: per CPU second. A CIFAR stem (3x3, no max-pool) costs ~10x more per image.
+#:
+#: ``regnet-cpu`` is the image domain's small-image CPU preset (``domains/image/encoders.py``): a stock
+#: ``RegNetModel`` with a 3x3 stride-2 stem, no max-pool and no downsampling in its first stage, so a
+#: 32 px image is 16x16 there (4x the positions of the ResNet stem) at the same widths (32..256);
+#: ~3x the CPU seconds per image of resnet10-narrow.
 ENCODERS: dict[str, dict[str, Any]] = {
+    "regnet-cpu": {"architecture": "regnet", "size": "cpu", "pooling": "mean", "overrides": {}},
     "resnet10-narrow": {"architecture": "resnet", "size": "small", "pooling": "mean",
                         "overrides": {"embedding_size": 32, "hidden_sizes": [32, 64, 128, 256], "depths": [1, 1, 1, 1]}},
     "resnet10": {"architecture": "resnet", "size": "small", "pooling": "mean",
@@ -145,7 +151,7 @@ IMPLEMENTATION_NOTES = {
     "simclr": "lightly's SimCLRProjectionHead has batch norm on its output layer too (multissl: hidden layer only)",
     "moco_v2": ("multissl normalises the key batch in 8 shuffled sub-batches (shuffling BN on one process, as MoCo's "
                 "single-GPU demo); lightly's batch_shuffle on one device only permutes rows (BN over the whole key batch); "
-                "multissl also uses the other in-batch keys as negatives besides the 4,096-key queue"),
+                "multissl also uses the other in-batch keys as negatives besides the queue (8 batches of keys)"),
     "byol": ("lightly runs the online network once per view (batch norm per view), multissl both views in one call; "
              "multissl's loss 2 - 2cos summed over both directions equals lightly's 2 * NegativeCosineSimilarity "
              "up to a constant"),
@@ -174,6 +180,10 @@ class BenchSettings:
     train_images: int | None = None
     probe_train_images: int | None = 10_000
     eval_batch_size: int = 500
+    curve_points: int = 10
+    curve_bank_images: int = 5000
+    recipe_overrides: tuple[str, ...] = ()
+    baselines: bool = True
     quick: bool = False
     max_steps: int | None = None  # tests only
     data_limit: int | None = None  # tests only: read the first rows of the shards
@@ -238,11 +248,17 @@ def bench_recipe(method: str, settings: BenchSettings, output_dir: str):
     image["encoder"] = copy.deepcopy(ENCODERS[settings.encoder])
     image.setdefault("options", {}).setdefault("augment", {}).update(BENCH_OVERRIDES[method]["augment"])
     data["objectives"][0].setdefault("options", {}).update(BENCH_OVERRIDES[method]["objective"])
+    if method == "moco_v2":  # the recipe's rule: keys at most 8 steps old (recipes/moco_v2-image.yaml)
+        data["objectives"][0]["options"]["queue_size"] = 8 * settings.batch_size
     data["train"].update(batch_size=settings.batch_size, precision="fp32", num_workers=0, seed=settings.seed,
                          max_steps=1, epochs=None)
     data["logging"] = {"trackers": [], "progress_bar": False}
     data["checkpoint"] = {"resume": None}
     data["output_dir"] = output_dir
+    if settings.recipe_overrides:  # --set: the same change for both libraries (they read this recipe)
+        from multissl.config import apply_overrides
+
+        apply_overrides(data, list(settings.recipe_overrides), str(source))
     return parse_recipe(data, source=f"{source.relative_to(ROOT)} + bench overrides")
 
 
@@ -632,6 +648,115 @@ def evaluate(encoder: nn.Module, domain, data: CifarData, settings: BenchSetting
     return evaluate_frozen(train.pooled, train.labels, test.pooled, test.labels, ks=(20, 200), seed=settings.seed)
 
 
+class CurveProbe:
+    """A learning curve's points: weighted kNN (k=20) top-1 of the encoder as it trains, on the
+    held-out images, with ``curve_bank_images`` of the probe's labelled training images as the
+    neighbours. The images are decoded and collated once; each point is one forward pass over
+    them (eval mode, plain views) with the budget's clock paused."""
+
+    def __init__(self, domain, data: CifarData, settings: BenchSettings) -> None:
+        from multissl.probes.online import OnlineEvaluator  # noqa: F401  (the same plain-view forward)
+
+        self.domain, self.settings = domain, settings
+        bank = data.probe_train[: settings.curve_bank_images]
+        self.bank = self._collate(data.rows.select(bank.tolist()))
+        self.queries = self._collate(data.rows.select(data.held_out.tolist()))
+        self.points: list[dict[str, float]] = []
+
+    def _collate(self, rows) -> list[dict[str, Any]]:
+        size = self.settings.eval_batch_size
+        return [self.domain.collate([rows[i] for i in range(start, min(start + size, len(rows)))])
+                for start in range(0, len(rows), size)]
+
+    @torch.no_grad()
+    def _features(self, encoder: nn.Module, batches) -> tuple[Tensor, Tensor]:
+        from multissl.views import ViewRequest
+
+        generator = torch.Generator().manual_seed(0)
+        features, labels = [], []
+        for batch in batches:
+            views = self.domain.make_views(batch, ViewRequest("plain"), generator)
+            features.append(encoder(**views["inputs"]).pooled.float())
+            labels.append(batch["labels"])
+        return torch.cat(features), torch.cat(labels)
+
+    def __call__(self, encoder: nn.Module, cpu_seconds: float, steps: int) -> float:
+        from multissl.probes import knn_classify
+
+        was_training = encoder.training
+        encoder.eval()
+        with torch.random.fork_rng():
+            bank = self._features(encoder, self.bank)
+            queries = self._features(encoder, self.queries)
+        encoder.train(was_training)
+        accuracy = knn_classify(bank[0], bank[1], queries[0], queries[1], ks=(20,))[20]
+        self.points.append({"cpu_seconds": round(cpu_seconds, 1), "steps": steps, "knn_top1": round(accuracy, 4)})
+        return accuracy
+
+
+def time_to_accuracy(points: list[dict[str, float]], target: float) -> float | None:
+    """The CPU seconds at which a learning curve first reaches ``target`` (linear between its
+    points), or None when it never does."""
+    previous = None
+    for point in points:
+        if point["knn_top1"] >= target:
+            if previous is None or point["knn_top1"] == previous["knn_top1"]:
+                return point["cpu_seconds"]
+            share = (target - previous["knn_top1"]) / (point["knn_top1"] - previous["knn_top1"])
+            return previous["cpu_seconds"] + share * (point["cpu_seconds"] - previous["cpu_seconds"])
+        previous = point
+    return None
+
+
+def time_to_accuracy_rows(curves: dict[str, list[dict[str, float]]], budget: float) -> list[dict[str, Any]]:
+    """Per method run by both libraries: the fraction of lightly's budget multissl needs to reach
+    lightly's final kNN accuracy (lower is better; the target is <= 0.6)."""
+    from bench._common import QualityRow
+
+    rows = []
+    for method, display in DISPLAY.items():
+        ours, theirs = curves.get(f"multissl {display}"), curves.get(f"lightly {display}")
+        if not ours or not theirs:
+            continue
+        target = theirs[-1]["knn_top1"]
+        reached = time_to_accuracy(ours, target)
+        value = round(reached / theirs[-1]["cpu_seconds"], 3) if reached is not None else math.inf
+        note = (f"lightly {display} ends at kNN-20 {target:.4f} after {theirs[-1]['cpu_seconds']:.0f} CPU s; multissl "
+                + (f"reaches it after {reached:.0f} CPU s" if reached is not None else
+                   f"never reaches it (best {max(p['knn_top1'] for p in ours):.4f})")
+                + "; target <= 0.6 (kNN-20 learning curves with the clock paused at each point)")
+        rows.append(QualityRow(f"{TASK}, CPU time to lightly's final kNN-20", f"multissl {display}",
+                               "fraction_of_lightly_time", value, False, budget, note).as_row())
+    return rows
+
+
+def write_curves_png(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> Path | None:
+    """kNN-20 accuracy against training CPU seconds, one line per contender (lightly dashed)."""
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    colours = {method: f"C{i}" for i, method in enumerate(DISPLAY.values())}
+    for name, points in sorted(curves.items()):
+        peer, method = name.split(" ", 1)
+        axis.plot([p["cpu_seconds"] for p in points], [p["knn_top1"] for p in points], marker="o", markersize=3,
+                  linestyle="-" if peer == "multissl" else "--", color=colours.get(method, "black"), label=name)
+    axis.set_xlabel("training CPU seconds (one thread)")
+    axis.set_ylabel("kNN-20 top-1, held-out 5k")
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 # ------------------------------------------------------------------------------------------- the run
 
 
@@ -730,23 +855,32 @@ def run_job(settings: BenchSettings, job: Job) -> dict[str, Any]:
 
     build = multissl_trainer if job.peer == "multissl" else lightly_trainer
     clock = CpuBudget(settings.budget_cpu_seconds)
+    curve = CurveProbe(domain, data, settings) if settings.curve_points else None
     with tempfile.TemporaryDirectory(prefix="quality-image-") as scratch:
         trainer = build(job.method, settings, data, reference, scratch, clock)
         say(f"training for {settings.budget_cpu_seconds:g} CPU s")
+
+        def point(cpu_seconds: float, steps: int) -> None:
+            accuracy = curve(trainer.encoder, cpu_seconds, steps)
+            say(f"curve: kNN-20 {accuracy:.4f} after {cpu_seconds:.0f} CPU s ({steps} steps)")
+
+        marks = [i / settings.curve_points for i in range(settings.curve_points + 1)] if curve else []
         report = budgeted_training(trainer.step, clock, max_steps=settings.max_steps, name=job.name,
-                                   log_every=100, printer=say)
+                                   log_every=100, printer=say, checkpoints=marks, on_checkpoint=point)
     note = training_note(report, trainer.counters["data_cpu_seconds"], len(data.train))
     say(note)
     evaluate_and_record(job.name, trainer.encoder, settings.budget_cpu_seconds, note)
     summary = report.summary()
     summary["data_cpu_seconds"] = round(trainer.counters["data_cpu_seconds"], 2)
+    if curve is not None:
+        summary["curve"] = curve.points
     return {"job": job.name, "rows": rows, "training": summary}
 
 
 def jobs_of(settings: BenchSettings) -> list[Job]:
     """Both libraries' runs of a method one after the other, so that with two worker processes
     they train at the same time, under the same machine load; the baselines last."""
-    return [Job(peer, method) for peer, method in contenders(settings)] + [Job("baselines")]
+    return [Job(peer, method) for peer, method in contenders(settings)] + ([Job("baselines")] if settings.baselines else [])
 
 
 def run(settings: BenchSettings, printer: Callable[[str], None] = print) -> dict[str, Any]:
@@ -770,7 +904,9 @@ def run(settings: BenchSettings, printer: Callable[[str], None] = print) -> dict
     rows = [row for result in results for row in result["rows"]]
     training = {result["job"]: result["training"] for result in results if result["training"] is not None}
     losing_notes(rows, training, len(data.held_out))
-    return {"rows": rows, "training": training, "encoder_parameters": parameters,
+    curves = {name: summary["curve"] for name, summary in training.items() if summary.get("curve")}
+    rows += time_to_accuracy_rows(curves, settings.budget_cpu_seconds)
+    return {"rows": rows, "training": training, "encoder_parameters": parameters, "curves": curves,
             "counts": {"images": len(data.rows), "held_out": len(data.held_out), "ssl_train": len(data.train),
                        "probe_train": len(data.probe_train)}}
 
@@ -799,7 +935,15 @@ def parse_settings(argv: list[str] | None) -> tuple[BenchSettings, argparse.Name
                         help="SSL training images (seeded subset of the 45,000; default all, --quick 5,000)")
     parser.add_argument("--probe-train-images", type=int, default=None,
                         help="labelled training images the probes fit on (default 10,000, --quick 2,000; 0 = all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="recipe_overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides applied after the bench's own, for both libraries "
+                             "(e.g. objectives.0.options.temperature=0.2)")
+    parser.add_argument("--no-baselines", dest="baselines", action="store_false",
+                        help="leave out the random-init and raw-pixel rows (pilot runs)")
+    parser.add_argument("--curve-points", type=int, default=10,
+                        help="points of each contender's kNN learning curve (0: none); the clock pauses for each")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="split, subsets and initial weights; tune settings with another seed than the reported 0")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "quality_image.json")
     args = parser.parse_args(argv)
     probe = args.probe_train_images if args.probe_train_images is not None else (2000 if args.quick else 10_000)
@@ -808,7 +952,8 @@ def parse_settings(argv: list[str] | None) -> tuple[BenchSettings, argparse.Name
         methods=tuple(args.methods), peers=tuple(args.peers), encoder=args.encoder, batch_size=args.batch_size,
         threads=args.threads, processes=args.processes, seed=args.seed,
         train_images=args.train_images if args.train_images is not None else (5000 if args.quick else None),
-        probe_train_images=probe or None, quick=args.quick)
+        probe_train_images=probe or None, quick=args.quick, curve_points=args.curve_points,
+        recipe_overrides=tuple(args.recipe_overrides), baselines=args.baselines)
     return settings, args
 
 
@@ -829,6 +974,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     wall = time.perf_counter() - started
     print(f"done in {wall / 60:.1f} min")
+    curves_png = write_curves_png(result["curves"], args.output.with_name(args.output.stem + "_curves.png"),
+                                  f"CIFAR-10 kNN-20 while training ({settings.encoder}, batch {settings.batch_size})")
     return write_results(
         args.output, benchmark="bench/quality_image.py",
         argv=None if argv is None else ["bench/quality_image.py", *argv],
@@ -862,7 +1009,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "A 5,000-image accuracy has a standard error of up to 0.7 points; rows closer than ~2 points may swap "
             "with another seed.",
         ],
-        extra={"training": result["training"]},
+        extra={"training": result["training"],
+               "curves_png": str(curves_png.relative_to(ROOT)) if curves_png is not None and curves_png.is_relative_to(ROOT)
+               else (str(curves_png) if curves_png else None)},
         rows=result["rows"],
     )
 

@@ -85,6 +85,7 @@ from bench._quality import CpuBudget, StepResult, budget_lr_scheduler, budgeted_
 TEXT_DATA = SHARED_DATA / "text"
 CORPUS = TEXT_DATA / "corpus"
 STSB_DEV = TEXT_DATA / "stsb" / "sts-dev.csv"
+STSB_TRAIN = TEXT_DATA / "stsb" / "sts-train.csv"
 SENTEVAL_ROOT = TEXT_DATA / "senteval"
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -140,6 +141,14 @@ class Settings:
     threads: int = 2
     seed: int = 0
     quick: bool = False
+    #: "mixed": WikiText-2 + Flickr30k captions; "stsb-train": the sentences of STS-B's train split
+    #: (text only, its scores unused: in-domain unlabelled text, what a user adapting an encoder has)
+    corpus: str = "mixed"
+    #: tuning mode: train on the sentences of the first half of STS-B train's pairs and score the
+    #: second half's pairs (their scores pick settings); STS-B dev is never read, SentEval skipped
+    tune: bool = False
+    contenders: tuple[str, ...] = ("minilm", "peer", "random")
+    random_budget_cpu_seconds: float | None = None  # None: budget_cpu_seconds
 
 
 #: the learning-rate schedule of every trained contender, read on the budget's progress: no warm-up
@@ -205,6 +214,29 @@ def training_sentences(corpus: Path, count: int, seed: int) -> tuple[list[str], 
     info = {"wikitext2_sentences": len(from_wiki), "flickr30k_captions": needed,
             "wikitext2_left_out": wiki_counts}
     return mixed, info
+
+
+def stsb_sentences(path: Path, pairs: slice = slice(None)) -> list[str]:
+    """The distinct sentences of an STS-B file's pairs (``pairs`` of them), first-seen order; the
+    scores are not read."""
+    from multissl.probes import read_stsb
+
+    data = read_stsb(path)
+    seen: dict[str, None] = {}
+    for first, second in zip(data.first[pairs], data.second[pairs]):
+        seen.setdefault(first, None)
+        seen.setdefault(second, None)
+    return list(seen)
+
+
+def tuning_pairs(path: Path) -> Any:
+    """The second half of STS-B train's pairs: the split settings are chosen on in ``--tune``."""
+    from multissl.probes import read_stsb
+
+    data = read_stsb(path)
+    half = len(data.scores) // 2
+    return replace(data, first=data.first[half:], second=data.second[half:], scores=data.scores[half:],
+                   source=f"{path} (pairs {half}-{len(data.scores) - 1}: tuning split)")
 
 
 def sentence_batches(num_sentences: int, batch_size: int, seed: int) -> Iterator[list[int]]:
@@ -483,7 +515,7 @@ def build_rows(scores: dict[str, dict[str, dict[str, Any]]], budgets: dict[str, 
                     rows.append(QualityRow(
                         task=f"{task} ({start})", contender=contender, metric=metric,
                         value=None if value is None else round(float(value), 2), higher_is_better=True,
-                        budget_seconds=settings.budget_cpu_seconds if trained else 0.0,
+                        budget_seconds=budgets[contender].get("budget_seconds", settings.budget_cpu_seconds) if trained else 0.0,
                         notes=" ".join(n for n in notes if n),
                     ).as_row())
     return rows
@@ -562,6 +594,16 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--random-size", default=defaults.random_size, help="text encoder preset of the random-init BERT")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (fixed for every contender)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--corpus", choices=("mixed", "stsb-train"), default=defaults.corpus,
+                        help="training sentences: WikiText-2 + Flickr30k captions, or STS-B train's sentences (no scores)")
+    parser.add_argument("--tune", action="store_true",
+                        help="settings search: train on the first half of STS-B train's sentences, score the second "
+                             "half's pairs; never reads STS-B dev; writes --output (default bench/results/quality_text_tune.json)")
+    parser.add_argument("--contenders", nargs="+", choices=("minilm", "peer", "random"), default=list(defaults.contenders),
+                        help="trained contenders to run (default all)")
+    parser.add_argument("--random-budget-cpu-seconds", type=float, default=None,
+                        help="CPU seconds for the from-scratch contender (default: --budget-cpu-seconds)")
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
 
     settings = replace(defaults, **QUICK, quick=True) if args.quick else defaults
@@ -575,9 +617,14 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
                  "senteval_folds": args.senteval_folds, "train_sentences": args.train_sentences}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None},
                        batch_size=args.batch_size, learning_rate=args.lr, random_learning_rate=args.random_lr,
-                       simcse_mlp=not args.no_simcse_mlp, random_size=args.random_size, threads=args.threads, seed=args.seed)
+                       simcse_mlp=not args.no_simcse_mlp, random_size=args.random_size, threads=args.threads, seed=args.seed,
+                       corpus=args.corpus, tune=args.tune, contenders=tuple(args.contenders),
+                       random_budget_cpu_seconds=args.random_budget_cpu_seconds)
+    if settings.tune:
+        settings = replace(settings, senteval_tasks=())
     if settings.budget_cpu_seconds <= 0 or settings.senteval_folds < 2:
         parser.error("the budget must be positive and --senteval-folds at least 2")
+    settings.output = args.output  # type: ignore[attr-defined]
     return settings
 
 
@@ -594,8 +641,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     from multissl.probes import read_senteval_task, read_stsb
 
-    sentences, data_info = training_sentences(CORPUS, settings.train_sentences, settings.seed)
-    sts_pairs = read_stsb(STSB_DEV)
+    if settings.corpus == "stsb-train":
+        half = len(read_stsb(STSB_TRAIN).scores) // 2
+        sentences = stsb_sentences(STSB_TRAIN, slice(0, half) if settings.tune else slice(None))
+        sentences = [sentences[i] for i in torch.randperm(len(sentences), generator=torch.Generator().manual_seed(settings.seed))]
+        data_info = {"stsb_train_sentences": len(sentences), "pairs_used": half if settings.tune else "all",
+                     "scores_read": False}
+    else:
+        sentences, data_info = training_sentences(CORPUS, settings.train_sentences, settings.seed)
+    sts_pairs = tuning_pairs(STSB_TRAIN) if settings.tune else read_stsb(STSB_DEV)
     if settings.sts_max_pairs is not None:
         sts_pairs = replace(sts_pairs, first=sts_pairs.first[:settings.sts_max_pairs], second=sts_pairs.second[:settings.sts_max_pairs],
                             scores=sts_pairs.scores[:settings.sts_max_pairs])
@@ -636,6 +690,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evaluate(MINILM_UNTOUCHED, length_sorted_embedder(minilm, settings, workdir))
         del minilm
 
+        chosen = {"minilm": MULTISSL_MINILM, "peer": PEER_MINILM, "random": MULTISSL_RANDOM}
+        chosen = {chosen[c] for c in settings.contenders}
         trained = (
             (MULTISSL_MINILM, lambda stream, clock: build_multissl_simcse(
                 train_file, sentences, settings, stream, clock, pretrained=MINILM, learning_rate=settings.learning_rate,
@@ -649,7 +705,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 learning_rate=settings.random_learning_rate, output_dir=workdir / "data2vec", method="data2vec")),
         )
         for name, build in trained:
-            clock = CpuBudget(settings.budget_cpu_seconds)
+            if name not in chosen:
+                continue
+            seconds = settings.budget_cpu_seconds
+            if name == MULTISSL_RANDOM and settings.random_budget_cpu_seconds is not None:
+                seconds = settings.random_budget_cpu_seconds
+            clock = CpuBudget(seconds)
             # every trained contender reads the same sentences in the same order
             step, encoder, setups[name] = build(sentence_batches(len(sentences), settings.batch_size, settings.seed), clock)
             if name == MULTISSL_RANDOM:
@@ -673,8 +734,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "contenders from the same start (TF-IDF appears in both). See the script's docstring for the protocol."
     )
     notes = [
-        f"Training sentences: {data_info['wikitext2_sentences']} WikiText-2 (valid+test) sentences without <unk> and "
-        f"{data_info['flickr30k_captions']} Flickr30k captions (Multi30k), seeded mix of {len(sentences)}.",
+        (f"Training sentences: {data_info['wikitext2_sentences']} WikiText-2 (valid+test) sentences without <unk> and "
+         f"{data_info['flickr30k_captions']} Flickr30k captions (Multi30k), seeded mix of {len(sentences)}."
+         if settings.corpus == "mixed" else ""),
         f"SentEval protocol: tasks {', '.join(settings.senteval_tasks)}; {settings.senteval_folds}-fold stratified CV for "
         "MR/CR/SUBJ/MPQA (SentEval: 10), given splits for SST-2/TREC/MRPC; weight decay chosen on a validation split "
         "(SentEval: nested CV). Same protocol for every contender.",
@@ -685,8 +747,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + ("" if settings.simcse_mlp else " (off in this run)") + ".",
         "One seed: differences smaller than about a point of STS or accuracy are not resolved.",
     ]
+    if settings.corpus == "stsb-train":
+        notes[0] = (f"Training sentences: the {len(sentences)} distinct sentences of STS-B "
+                    + ("train's first half of pairs" if settings.tune else "train") + ", shuffled; their similarity "
+                    "scores are never read (unlabelled in-domain text). TF-IDF's vocabulary and IDF come from the same "
+                    "sentences.")
+    if settings.tune:
+        notes.insert(0, "TUNING RUN: scored on the second half of STS-B train's pairs (its scores choose settings); "
+                        "STS-B dev, the reported split, is not read. The 'STS-B dev' task name of the rows is that split.")
+    output = getattr(settings, "output", None) or RESULTS_DIR / ("quality_text_tune.json" if settings.tune else "quality_text.json")
     return write_results(
-        RESULTS_DIR / "quality_text.json", benchmark="bench/quality_text.py",
+        output, benchmark="bench/quality_text.py",
         title="Text: unsupervised SimCSE at an equal CPU budget (STS-B dev, SentEval)", kind="quality",
         description=description, machine=machine,
         seeds={"torch": settings.seed, "data_subset": settings.seed, "batch_order": settings.seed, "senteval_folds": 1111},

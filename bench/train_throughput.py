@@ -58,7 +58,18 @@ from bench._common import RESULTS_DIR, SHARED_DATA, describe_machine, machine_in
 
 RECIPE = ROOT / "recipes" / "simclr-image.yaml"
 SHARD = SHARED_DATA / "image" / "cifar10" / "train-00000-of-00004.parquet"
-ENCODER = {"architecture": "resnet", "size": "small"}
+#: the parquet file the settings read (``--data``): a CIFAR-10 shard, or a synthetic one of the
+#: same layout where ../shared is absent (a GPU machine)
+DATA = {"path": str(SHARD)}
+#: encoders the bench can run (``--encoders``): the GPU-scale ResNet-18 of lightly's and
+#: solo-learn's CIFAR examples, and the image domain's CPU presets (what a CPU user trains)
+ENCODERS: dict[str, dict[str, str]] = {
+    "resnet18": {"architecture": "resnet", "size": "small"},
+    "regnet-cpu": {"architecture": "regnet", "size": "cpu"},
+    "resnet-cpu": {"architecture": "resnet", "size": "cpu"},
+    "regnet-small": {"architecture": "regnet", "size": "small"},
+}
+ENCODER = ENCODERS["resnet18"]
 MEASURED = ("multissl", "domains", "recipes/simclr-image.yaml", "bench/train_throughput.py")
 PEER_LABEL = "lightly-style loop (per-sample PIL transforms in the DataLoader)"
 
@@ -68,23 +79,33 @@ class Setting:
     path: str  # "floor" | "multissl" | "lightly_style"
     precision: str  # "fp32" | "bf16"
     num_workers: int = 0
+    encoder: str = "resnet18"
+    channels_last: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.path} {self.precision} workers={self.num_workers}"
+        layout = " channels_last" if self.channels_last else ""
+        return f"{self.encoder} {self.path} {self.precision}{layout} workers={self.num_workers}"
 
 
-def load_bench_recipe(batch: int, precision: str, num_workers: int, rows: int):
+def load_bench_recipe(batch: int, precision: str, num_workers: int, rows: int, encoder: str = "resnet18",
+                      channels_last: bool = False):
     from multissl.config import load_recipe
 
+    spec = ENCODERS[encoder]
     overrides = [
-        f"data.path={SHARD}", f"data.limit={rows}",
-        f"domains.image.encoder.architecture={ENCODER['architecture']}",
-        f"domains.image.encoder.size={ENCODER['size']}",
+        f"data.path={DATA['path']}", f"data.limit={rows}",
+        f"domains.image.encoder.architecture={spec['architecture']}",
+        f"domains.image.encoder.size={spec['size']}",
         f"train.batch_size={batch}", f"train.precision={precision}", f"train.num_workers={num_workers}",
+        f"train.channels_last={str(channels_last).lower()}",
         "logging.trackers=[]", "logging.progress_bar=false",
     ]
     return load_recipe(RECIPE, overrides)
+
+
+def _layout(model: torch.nn.Module, setting: "Setting") -> torch.nn.Module:
+    return model.to(memory_format=torch.channels_last) if setting.channels_last else model
 
 
 def _build(recipe, seed: int):
@@ -128,12 +149,14 @@ def _simclr_step(objective, optimizer, views: Tensor, precision: str, device: to
 
 
 def floor_steps(setting: Setting, batch: int, device: torch.device, seed: int) -> Iterator[Callable[[], Tensor]]:
-    recipe = load_bench_recipe(batch, setting.precision, 0, rows=batch)
+    recipe = load_bench_recipe(batch, setting.precision, 0, batch, setting.encoder, setting.channels_last)
     _, _, model = _build(recipe, seed)
-    objective = model.objectives["simclr"].to(device).train()
+    objective = _layout(model.objectives["simclr"].to(device), setting).train()
     optimizer = _optimizer(recipe, model)
     side = recipe.domains["image"].options["image_size"]
     views = torch.randn(2 * batch, 3, side, side, generator=torch.Generator().manual_seed(seed)).to(device)
+    if setting.channels_last:
+        views = views.contiguous(memory_format=torch.channels_last)
     while True:
         yield lambda: _simclr_step(objective, optimizer, views, setting.precision, device)
 
@@ -148,13 +171,15 @@ def multissl_steps(setting: Setting, batch: int, rows: int, device: torch.device
     from multissl.optim import warmup_cosine_scheduler
     from multissl.train import MultiDomainCollate, move_to_device, optimisation_step, view_generator
 
-    recipe = load_bench_recipe(batch, setting.precision, setting.num_workers, rows)
+    recipe = load_bench_recipe(batch, setting.precision, setting.num_workers, rows, setting.encoder,
+                               setting.channels_last)
     tc = recipe.train
     # One Accelerator per setting: its state is a process-wide singleton fixed at creation.
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no" if tc.precision == "fp32" else tc.precision,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     domains, dataset, model = _build(recipe, seed)
+    model = _layout(model, setting)  # as the engine does with train.channels_last
     loader = DataLoader(dataset, batch_size=tc.batch_size, shuffle=True, drop_last=True, num_workers=tc.num_workers,
                         collate_fn=MultiDomainCollate(domains), generator=torch.Generator().manual_seed(tc.seed))
     optimizer = _optimizer(recipe, model)
@@ -218,19 +243,22 @@ def lightly_transform(image_config) -> Callable[[Any], list[Tensor]]:
 
 def lightly_style_steps(setting: Setting, batch: int, rows: int, device: torch.device, seed: int
                         ) -> Iterator[Callable[[], Tensor]]:
-    recipe = load_bench_recipe(batch, setting.precision, setting.num_workers, rows)
+    recipe = load_bench_recipe(batch, setting.precision, setting.num_workers, rows, setting.encoder,
+                               setting.channels_last)
     domains, dataset, model = _build(recipe, seed)
     image_rows = dataset.datasets["image"]  # the same rows the engine reads (decoded by datasets)
     loader = DataLoader(PILTwoViews(image_rows, lightly_transform(domains["image"].config)), batch_size=batch,
                         shuffle=True, drop_last=True, num_workers=setting.num_workers,
                         generator=torch.Generator().manual_seed(seed))
-    objective = model.objectives["simclr"].to(device).train()
+    objective = _layout(model.objectives["simclr"].to(device), setting).train()
     optimizer = _optimizer(recipe, model)
     batches = iter(loader)
 
     def one_step() -> Tensor:
         first, second = next(batches)
         views = torch.cat([first, second]).to(device, non_blocking=True)
+        if setting.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
         return _simclr_step(objective, optimizer, views, setting.precision, device)
 
     try:
@@ -279,7 +307,21 @@ SETTINGS = (
     Setting("lightly_style", "fp32", 2),
     Setting("floor", "bf16"),
     Setting("multissl", "bf16", 0),
+    Setting("lightly_style", "bf16", 0),
 )
+
+
+def settings_for(encoders: list[str], with_bf16: bool, channels_last: bool, workers: list[int]) -> list[Setting]:
+    """Every setting of SETTINGS for each encoder, with the chosen layout and worker counts."""
+    chosen = []
+    for encoder in encoders:
+        for base in SETTINGS:
+            if base.precision == "bf16" and not with_bf16:
+                continue
+            if base.path != "floor" and base.num_workers not in workers:
+                continue
+            chosen.append(Setting(base.path, base.precision, base.num_workers, encoder, channels_last))
+    return chosen
 
 LOSS_NOTES = {
     2: ("With DataLoader workers on a CPU-only machine the lightly-style loop augments the next batches in "
@@ -309,22 +351,29 @@ def summarise(timings: dict[Setting, list[float]], batch: int) -> list[dict]:
         return round(batch * len(seconds) / sum(seconds), 2) if seconds else None
 
     rows = []
-    for precision, workers in (("fp32", 0), ("fp32", 2), ("bf16", 0)):
-        floor = rate(Setting("floor", precision))
-        ours = rate(Setting("multissl", precision, workers))
-        theirs = rate(Setting("lightly_style", precision, workers))
-        fp32 = rate(Setting("multissl", "fp32", workers))
+    encoders = list(dict.fromkeys(s.encoder for s in timings))
+    layouts = list(dict.fromkeys(s.channels_last for s in timings))
+    for encoder, channels_last, (precision, workers) in (
+            (e, c, pw) for e in encoders for c in layouts for pw in (("fp32", 0), ("fp32", 2), ("bf16", 0), ("bf16", 8))):
+        def setting(path: str, p: str = precision, w: int = workers) -> Setting:
+            return Setting(path, p, 0 if path == "floor" else w, encoder, channels_last)
+
+        floor = rate(setting("floor"))
+        ours = rate(setting("multissl"))
+        theirs = rate(setting("lightly_style"))
+        fp32 = rate(setting("multissl", "fp32"))
         if ours is None:
             continue
         rows.append({
+            "encoder": encoder, "channels_last": channels_last,
             "precision": precision, "num_workers": workers, "batch": batch,
             "floor_images_per_s": floor, "multissl_images_per_s": ours, "lightly_style_images_per_s": theirs,
             "multissl_over_floor": round(ours / floor, 3) if floor else None,
             "lightly_style_over_floor": round(theirs / floor, 3) if floor and theirs else None,
             "multissl_over_lightly_style": round(ours / theirs, 3) if theirs else None,
             "multissl_over_multissl_fp32": round(ours / fp32, 3) if precision != "fp32" and fp32 else None,
-            "notes": LOSS_NOTES[workers] if theirs is not None and ours < theirs else "",
-            "multissl_step_seconds_samples": [round(s, 4) for s in timings[Setting("multissl", precision, workers)]],
+            "notes": LOSS_NOTES.get(workers, LOSS_NOTES[2]) if theirs is not None and ours < theirs else "",
+            "multissl_step_seconds_samples": [round(s, 4) for s in timings[setting("multissl")]],
         })
     return rows
 
@@ -339,24 +388,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                         help="bf16 autocast settings: auto runs them where bf16 is native (see above)")
+    parser.add_argument("--encoders", nargs="+", choices=sorted(ENCODERS), default=["resnet18"],
+                        help="encoders to measure (default resnet18, the peers' CIFAR-10 encoder)")
+    parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last layout")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                        help="DataLoader worker counts of the multissl and lightly-style rows (default 0 2)")
+    parser.add_argument("--data", default=None,
+                        help="a CIFAR-10-layout parquet file (default the ../shared/data shard), or 'synthetic': "
+                             "random 32x32 PNGs in that layout (decode and views cost the same; for machines without ../shared)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "train_throughput.json")
     args = parser.parse_args(argv)
-    if not SHARD.exists():
-        raise SystemExit(f"{SHARD} is absent: this benchmark trains on CIFAR-10 from ../shared/data")
+    if args.data == "synthetic":
+        import tempfile
+
+        from bench.online_eval_cost import synthetic_cifar
+
+        DATA["path"] = str(synthetic_cifar(Path(tempfile.mkdtemp(prefix="train-throughput-")), rows=8192))
+    elif args.data is not None:
+        DATA["path"] = args.data
+    if not Path(DATA["path"]).exists():
+        raise SystemExit(f"{DATA['path']} is absent: this benchmark trains on CIFAR-10 from ../shared/data "
+                         "(or pass --data synthetic)")
     batch = args.batch or (64 if args.quick else 256)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     steps = args.steps or (3 if args.quick else 5)
     rounds = args.rounds or (1 if args.quick else 3)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     with_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and native_bf16(device))
-    settings = [s for s in SETTINGS if with_bf16 or s.precision != "bf16"]
+    settings = settings_for(args.encoders, with_bf16, args.channels_last, args.workers)
 
     started = time.perf_counter()
     info = machine_info(MEASURED)
     print(describe_machine(info))
-    print(f"SimCLR, ResNet-18 at 32x32, batch {batch}, {warmup} warm-up + {steps} timed steps, {rounds} round(s), "
-          f"device {device}")
+    print(f"SimCLR, {', '.join(args.encoders)} at 32x32, batch {batch}, {warmup} warm-up + {steps} timed steps, "
+          f"{rounds} round(s), device {device}")
     timings: dict[Setting, list[float]] = {s: [] for s in settings}
     for round_index in range(rounds):
         for setting in settings:
@@ -367,7 +433,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"({per_step * 1e3:.0f} ms/step, loss {result['last_loss']:.3f})", flush=True)
     rows = summarise(timings, batch)
     for row in rows:
-        print(f"{row['precision']} workers={row['num_workers']}: (b)/(a) {row['multissl_over_floor']}, "
+        print(f"{row['encoder']} {row['precision']} workers={row['num_workers']}: (b)/(a) {row['multissl_over_floor']}, "
               f"(b)/(c) {row['multissl_over_lightly_style']}")
     import lightly
 
@@ -385,8 +451,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         seeds={"model_and_data": args.seed, "per_round": "seed + round index"},
         budget={"quick": bool(args.quick), "batch": batch, "warmup_steps": warmup, "timed_steps": steps,
                 "rounds": rounds, "wall_seconds": round(time.perf_counter() - started, 1)},
-        settings={"device": str(device), "bf16_rows": with_bf16, "recipe": "recipes/simclr-image.yaml",
-                  "encoder": "resnet small (ResNet-18, HF ResNetModel), 32x32", "head": "2 layers, 512-512-128",
+        settings={"data": DATA["path"] if args.data != "synthetic" else "synthetic CIFAR-layout parquet (random pixels)",
+                  "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+                  else "cpu", "bf16_rows": with_bf16, "recipe": "recipes/simclr-image.yaml",
+                  "encoders": {name: ENCODERS[name] for name in args.encoders}, "channels_last": args.channels_last,
+                  "encoder_note": "resnet18: HF ResNetModel, basic blocks 64-128-256-512 (its fixed 7x7 stride-2 stem + "
+                  "max-pool); regnet-*: the image domain's small-image presets (3x3 stride-2 stem, no max-pool); "
+                  "resnet-cpu: ResNet-10 narrow", "head": "2 layers, encoder width -> 128",
                   "loss": "nt_xent, temperature 0.5", "optimizer": "LARS lr 0.3 x batch/256, weight decay 1e-6",
                   "augmentation": "recipe: jitter strength 0.5, no blur; lightly SimCLRTransform with the same",
                   "lightly": lightly.__version__,
@@ -402,7 +473,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                "rate above the floor's (multissl_over_floor > 1) can only be such noise."],
         comparisons=[{"multissl": "multissl_images_per_s", "peer": "lightly_style_images_per_s", "better": "higher",
                       "peer_label": PEER_LABEL}],
-        key_columns=("precision", "num_workers"), rows=rows,
+        key_columns=("encoder", "channels_last", "precision", "num_workers"), rows=rows,
     )
     return rows
 

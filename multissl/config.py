@@ -65,6 +65,7 @@ __all__ = [
     "LoggingConfig",
     "CheckpointConfig",
     "ProbeSpec",
+    "EvaluationConfig",
     "HubConfig",
     "Recipe",
     "MAY_CHANGE_ON_RESUME",
@@ -200,6 +201,43 @@ class ProbeSpec:
 
 
 @dataclass
+class EvaluationConfig:
+    """Online evaluation while training: is the encoder getting better? (``multissl.probes.online``)
+
+    On when ``data`` or ``held_out_fraction`` is set (exactly one). The labelled rows are ``data``,
+    a validation set whose ``columns`` map a ``label`` role, or ``held_out_fraction`` of the run's
+    own rows (they need a label column), drawn with ``train.seed`` and then never trained on.
+
+    At step 0, every ``every`` steps (null: a tenth of the run, or less often where embedding the
+    rows would cost more than ~5% of the training in between) and at the last step, the main
+    process embeds at most ``max_rows`` of them (a seeded subset) with the current encoder of
+    ``domain`` (null: the first domain), frozen, in eval mode, and logs to ``log.jsonl``, the
+    trackers and ``curves.png``: ``online/knn_top1``, weighted kNN (cosine, ``k`` neighbours,
+    weights ``exp(s / temperature)``), every row voted on by the others (leave-one-out); with
+    ``linear``, ``online/linear_top1``, a logistic-regression probe on the detached features,
+    fit on one half and scored on the other, both ways (``linear_weight_decay``: its L2 penalty
+    on standardised features). The other processes do not wait for it beyond their next
+    collective; the training RNG streams are left untouched, so a run's training is the same with
+    and without it, and a resumed run logs the same values.
+    """
+
+    every: PositiveInt | None = None
+    domain: str | None = None
+    data: DataConfig | None = None
+    held_out_fraction: Annotated[float, Range(0, 1, low_open=True)] | None = None
+    max_rows: Annotated[int, Range(2)] = 2000
+    k: PositiveInt = 20
+    temperature: PositiveFloat = 0.07
+    linear: bool = False
+    linear_weight_decay: NonNegativeFloat = 1e-3
+    batch_size: PositiveInt = 256
+
+    @property
+    def enabled(self) -> bool:
+        return self.data is not None or self.held_out_fraction is not None
+
+
+@dataclass
 class HubConfig:
     repo_id: str | None = None
     private: bool = True
@@ -225,6 +263,7 @@ class Recipe:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     probes: list[ProbeSpec] = field(default_factory=list)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     hub: HubConfig = field(default_factory=HubConfig)
 
 
@@ -342,6 +381,7 @@ def _check_paths(recipe: Recipe, source: str) -> None:
     for i, probe in enumerate(recipe.probes):
         check(probe.train_data, f"probes[{i}].train_data")
         check(probe.test_data, f"probes[{i}].test_data")
+    check(recipe.evaluation.data, "evaluation.data")
     for name, spec in recipe.domains.items():
         local = spec.encoder.name_or_path
         if local and _looks_local(local) and not os.path.exists(os.path.expanduser(local)):
@@ -365,6 +405,29 @@ def _check_references(recipe: Recipe, source: str) -> None:
             raise RecipeError(f"key '{key}' names {probe.domain!r}, not one of {sorted(recipe.domains)}", key, source)
     if recipe.train.max_steps is None and recipe.train.epochs is None:
         raise RecipeError("set exactly one of 'train.max_steps' and 'train.epochs'", "train", source)
+    _check_evaluation(recipe, source)
+
+
+def _check_evaluation(recipe: Recipe, source: str) -> None:
+    evaluation = recipe.evaluation
+    if evaluation.data is not None and evaluation.held_out_fraction is not None:
+        raise RecipeError("set one of 'evaluation.data' (a labelled validation set) and 'evaluation.held_out_fraction' "
+                          "(rows held out from training), not both", "evaluation", source)
+    if not evaluation.enabled:
+        if evaluation.every is not None:
+            raise RecipeError("key 'evaluation.every' needs labelled rows to evaluate: set 'evaluation.data' or "
+                              "'evaluation.held_out_fraction'", "evaluation.every", source)
+        return
+    if evaluation.held_out_fraction is not None:
+        if evaluation.held_out_fraction >= 1:
+            raise RecipeError(f"key 'evaluation.held_out_fraction' must be below 1 (some rows must stay for training), "
+                              f"got {evaluation.held_out_fraction}", "evaluation.held_out_fraction", source)
+        if recipe.data.streaming:
+            raise RecipeError("key 'evaluation.held_out_fraction' needs map-style data; with streaming data give a "
+                              "labelled 'evaluation.data'", "evaluation.held_out_fraction", source)
+    if evaluation.domain is not None and evaluation.domain not in recipe.domains:
+        raise RecipeError(f"key 'evaluation.domain' names {evaluation.domain!r}, not one of {sorted(recipe.domains)}",
+                          "evaluation.domain", source)
 
 
 def _check_options(recipe: Recipe, source: str, domain_config: Callable[[str], type] | None) -> None:

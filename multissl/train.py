@@ -49,7 +49,7 @@ from multissl.objectives import build_objective
 from multissl.modules import convert_to_global_batchnorm
 from multissl.objectives.base import Objective
 from multissl.optim import build_optimizer, parameter_groups, warmup_cosine_scheduler
-from multissl.telemetry import JsonlLog, health, to_float
+from multissl.telemetry import JsonlLog, health, to_float, write_curves
 
 __all__ = [
     "NonFiniteLossError", "RunResult", "SSLModel", "build_run", "move_to_device", "read_recipe", "view_generator",
@@ -69,6 +69,7 @@ class RunResult:
     losses: list[float] = field(default_factory=list)
     skipped_samples: int = 0
     seconds: float = 0.0
+    evaluation_cpu_seconds: float = 0.0  # the online evaluation's share (multissl.probes.online)
 
 
 class SSLModel(nn.Module):
@@ -329,6 +330,11 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
                                     warn=lambda text: accelerator.is_main_process and print(text, file=sys.stderr))
 
     domains, dataset, encoders, model = build_run(recipe)
+    evaluator = None
+    if recipe.evaluation.enabled:  # online kNN / linear probe on labelled rows (multissl.probes.online)
+        from multissl.probes.online import OnlineEvaluator
+
+        evaluator, dataset = OnlineEvaluator.build(recipe, domains, dataset, encoders, accelerator.is_main_process)
     if tc.global_batchnorm:
         convert_to_global_batchnorm(model)
     guard = _batch_guard(recipe, model, accelerator, recipe_source)
@@ -385,6 +391,8 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
                          recipe.logging.progress_bar)
     losses: list[float] = []
     micro = 0
+    if evaluator is not None and state.step == 0:
+        evaluator.maybe_evaluate(0, total_steps, accelerator, log)
 
     model.train()
     while state.step < total_steps:
@@ -412,6 +420,8 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
                 objective.on_step_end(state.step, total_steps)
             losses.append(to_float(loss))
             _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips, total_steps)
+            if evaluator is not None:
+                evaluator.maybe_evaluate(state.step, total_steps, accelerator, log)
             console.step(state.step, losses[-1], scheduler.get_last_lr()[0])
             fault_point("step", state.step)
             if state.step % recipe.checkpoint.every == 0 or state.step == total_steps:
@@ -432,9 +442,12 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
 
     console.close()
     _report_skips(accelerator, skips, log, state.step, summary=True)
+    if accelerator.is_main_process:
+        write_curves(log.path, run_dir / "curves.png")
     encoder_dirs = _finish(accelerator, recipe, unwrapped, domains, run_dir, state.step, _rows(dataset))
     accelerator.end_training()
-    return RunResult(run_dir, state.step, encoder_dirs, losses, skips.total, time.time() - started)
+    return RunResult(run_dir, state.step, encoder_dirs, losses, skips.total, time.time() - started,
+                     evaluator.cpu_seconds if evaluator is not None else 0.0)
 
 
 def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, scheduler, views: dict,

@@ -322,5 +322,19 @@ def test_the_whole_script_writes_a_results_file_the_report_reads(data_root, tmp_
     ((_, data),) = load_results(tmp_path)  # validated against the results schema
     contenders = {row["contender"] for row in data["rows"]}
     assert contenders == {"multissl SimCLR", "lightly SimCLR", "random init", "raw pixels"}
-    assert {row["metric"] for row in data["rows"]} == {"top1_accuracy"}
+    assert {row["metric"] for row in data["rows"]} == {"top1_accuracy", "fraction_of_lightly_time"}
     assert "multissl SimCLR" in render([(output, data)])
+    # learning curves: a point before training and at the end, for both libraries, drawn as a PNG
+    curves = {name: summary["curve"] for name, summary in data["training"].items()}
+    assert set(curves) == {"multissl SimCLR", "lightly SimCLR"}
+    assert all(points[0]["steps"] == 0 and points[-1]["steps"] == 2 for points in curves.values())
+    assert (tmp_path / "quality_image_curves.png").stat().st_size > 1000
+
+
+def test_time_to_accuracy_interpolates_between_curve_points():
+    points = [{"cpu_seconds": 0.0, "knn_top1": 0.2}, {"cpu_seconds": 100.0, "knn_top1": 0.4},
+              {"cpu_seconds": 200.0, "knn_top1": 0.5}]
+    assert quality_image.time_to_accuracy(points, 0.3) == pytest.approx(50.0)
+    assert quality_image.time_to_accuracy(points, 0.5) == pytest.approx(200.0)
+    assert quality_image.time_to_accuracy(points, 0.1) == 0.0
+    assert quality_image.time_to_accuracy(points, 0.6) is None

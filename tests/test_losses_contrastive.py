@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from multissl.losses import (clip_loss, cpc, cpc_accuracy, info_nce, masked_cluster_prediction, nt_xent, siglip_loss,
                              soft_nearest_neighbors, spectral_contrastive, supcon)
@@ -358,6 +359,31 @@ def test_clip_loss_matches_formula_and_learns_its_scale():
     )
     plain = clip_loss(inputs["a"], inputs["b"], 3.0)
     torch.testing.assert_close(plain, naive_clip(inputs["a"], inputs["b"], 3.0), **TOL)
+
+
+@pytest.mark.parametrize("scale", [1.0, 14.3, 39.0, 41.0, 100.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clip_loss_fused_kernel_equals_two_cross_entropies(scale, dtype):
+    """The one-process kernel (one shift below 2s = 80, row and column shifts above) against
+    F.cross_entropy in both directions, value and gradients (the scale's too), on a batch with
+    nearly opposite rows, where a single shift would underflow at large scales."""
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(64, 16, generator=generator, dtype=dtype)
+    b = torch.randn(64, 16, generator=generator, dtype=dtype)
+    b[:8] = -a[:8]  # cosine -1 with their positives
+    ours = [a.clone().requires_grad_(), b.clone().requires_grad_(), torch.tensor(scale, dtype=dtype, requires_grad=True)]
+    theirs = [t.detach().clone().requires_grad_() for t in ours]
+    value = clip_loss(*ours)
+    x, y = F.normalize(theirs[0], dim=1), F.normalize(theirs[1], dim=1)
+    logits = theirs[2] * x @ y.T
+    target = torch.arange(64)
+    expected = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(value, expected, **tolerance)
+    value.backward()
+    expected.backward()
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, reference.grad, **tolerance)
 
 
 @pytest.mark.parametrize("views", [1, 2, 3])

@@ -95,6 +95,8 @@ def test_recipes_exist():
 def test_recipe_parses_as_shipped(path):
     recipe = load_recipe(path, check_paths=False)
     assert recipe.description, f"{path.name} needs a one-line description (shown by `multissl recipes`)"
+    assert "CPU" in recipe.description or "GPU" in recipe.description, \
+        f"{path.name}: the description must say what hardware the recipe is sized for"
     assert path.stem.split("-")[0].replace("_", "") in "".join(o.name.replace("_", "") for o in recipe.objectives) \
         or len(recipe.objectives) > 1, f"{path.name}: the file name should start with its method"
 

@@ -45,6 +45,13 @@ WAV2VEC2_PRESETS: dict[str, dict[str, Any]] = {
         conv_dim=(32, 32, 32), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
     ),
+    # A 2-core CPU in minutes: the tiny conv stack (stride 320) twice as wide, 4 transformer layers
+    # of width 128 (2.1 M parameters; ~6x the tiny preset's cost per second of audio).
+    "cpu": dict(
+        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+        conv_dim=(64, 128, 128), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),
+        num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=8,
+    ),
     "small": dict(
         hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536,
         conv_dim=(256,) * 7, **_STANDARD_CONV, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
@@ -62,6 +69,8 @@ _WAV2VEC2_COMMON = dict(
 
 W2V_BERT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, conv_depthwise_kernel_size=15),
+    "cpu": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+                conv_depthwise_kernel_size=15),
     "small": dict(hidden_size=256, num_hidden_layers=8, num_attention_heads=4, intermediate_size=1024),
     "base": dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048),
 }

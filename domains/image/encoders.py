@@ -5,17 +5,28 @@ a ``ViTImageProcessor`` that reproduces the domain's collate (resize, centre cro
 (rescale, normalise), so ``save_pretrained`` writes a folder that ``AutoModel`` +
 ``AutoImageProcessor`` load without multissl.
 
-Presets (``EncoderConfig.size``; "tiny" is for tests)::
+Presets (``EncoderConfig.size``), named for what they are for: "tiny" for tests, "cpu" to learn
+something useful on a 2-core CPU in minutes, "small"/"base" for GPUs::
 
-    vit       tiny: hidden 64, 2 layers, 2 heads, MLP 128 | small: ViT-S (384, 12, 6, 1536)
-              base: ViT-B (768, 12, 12, 3072); patch = the domain's patch_size (4 below 112 px, 16 above)
-    convnext  tiny: widths (16, 32), depths (1, 1) | small: ConvNeXt-S (96..768, 3-3-27-3)
-              base: ConvNeXt-B (128..1024, 3-3-27-3); stem stride (patch_size) 2 below 112 px, else 4
-              (32 px: final map 2x2 with four stages; 224 px: 7x7, as the paper)
-    resnet    tiny: basic blocks, widths (16, 32), depths (1, 1) | small: ResNet-18 | base: ResNet-50
-              (the Hugging Face stem is fixed: 7x7 stride 2 + max-pool, so 32 px inputs end at 1x1;
-              prefer convnext for small images)
-
+    vit       tiny: hidden 64, 2 layers, 2 heads, MLP 128 | cpu: hidden 192, 6 layers, 3 heads, MLP 768
+              small: ViT-S (384, 12, 6, 1536) | base: ViT-B (768, 12, 12, 3072)
+              patch = the domain's patch_size (4 below 112 px, 16 above)
+    convnext  tiny: widths (16, 32), depths (1, 1) | cpu: widths 32..256, depths 1-1-1-1
+              small: ConvNeXt-S (96..768, 3-3-27-3) | base: ConvNeXt-B (128..1024, 3-3-27-3)
+              stem stride (patch_size) 2 below 112 px, else 4 (32 px: final map 2x2 with four stages)
+    resnet    tiny: basic blocks, widths (16, 32), depths (1, 1) | cpu: ResNet-10 narrow (32..256,
+              1-1-1-1, 1.2 M parameters) | small: ResNet-18 | base: ResNet-50
+              The Hugging Face stem is fixed (7x7 stride 2 + max-pool: ``ResNetEmbeddings`` takes no
+              kernel, stride or pooling setting), so a 32 px image is 8x8 when the first stage sees it
+              and 1x1 at the end: cheap, and it loses detail. Prefer regnet below 64 px.
+    regnet    small images (CIFAR, 32-64 px): the closest stock Hugging Face model to the CIFAR ResNets
+              of SimCLR, MoCo and solo-learn. ``RegNetModel``'s stem is one 3x3 convolution of stride 2
+              with no max-pool, and ``downsample_in_first_stage=False`` keeps the first stage at the
+              stem's resolution: a 32 px image is 16x16 in the first stage (4x the positions of the
+              ResNet stem), 2x2 at the end. X blocks (1x1, 3x3, 1x1 convolutions with batch norm) with
+              one group (``groups_width`` = the widest stage): plain 3x3 convolutions, no grouping.
+              tiny: widths (16, 32), depths (1, 1) | cpu: widths 32..256, depths 1-1-1-1 (1.0 M)
+              small: widths 64..512, depths 2-2-2-2 (ResNet-18's widths and depths) | base: 96..768, 2-4-6-2
 Features: ViT ``sequence`` is the patch tokens after the final layer norm (no CLS), ``pooled`` the
 CLS token ("cls") or the mean of the patch tokens ("mean"); a convnet's ``sequence`` is its last
 feature map flattened row-major, ``pooled`` the model's own ``pooler_output`` (global average, plus
@@ -36,6 +47,8 @@ from transformers import (
     ConvNextConfig,
     ConvNextModel,
     PreTrainedModel,
+    RegNetConfig,
+    RegNetModel,
     ResNetConfig,
     ResNetModel,
     ViTConfig,
@@ -57,24 +70,42 @@ __all__ = [
     "VIT_PRESETS",
     "CONVNEXT_PRESETS",
     "RESNET_PRESETS",
+    "REGNET_PRESETS",
+    "PRESETS",
 ]
 
 VIT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+    "cpu": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768),
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
 CONVNEXT_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2),
+    "cpu": dict(hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], num_stages=4),
     "small": dict(hidden_sizes=[96, 192, 384, 768], depths=[3, 3, 27, 3], num_stages=4),
     "base": dict(hidden_sizes=[128, 256, 512, 1024], depths=[3, 3, 27, 3], num_stages=4),
 }
 RESNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic"),
+    "cpu": dict(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic"),
     "small": dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], layer_type="basic"),
     "base": dict(embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3], layer_type="bottleneck"),
 }
-_PRESETS = {"vit": VIT_PRESETS, "convnext": CONVNEXT_PRESETS, "resnet": RESNET_PRESETS}
+_SMALL_IMAGE_REGNET = dict(layer_type="x", downsample_in_first_stage=False)
+REGNET_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], groups_width=32, **_SMALL_IMAGE_REGNET),
+    "cpu": dict(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], groups_width=256,
+                **_SMALL_IMAGE_REGNET),
+    "small": dict(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2], groups_width=512,
+                  **_SMALL_IMAGE_REGNET),
+    "base": dict(embedding_size=64, hidden_sizes=[96, 192, 384, 768], depths=[2, 4, 6, 2], groups_width=768,
+                 **_SMALL_IMAGE_REGNET),
+}
+#: architecture -> size -> Hugging Face config fields
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {"vit": VIT_PRESETS, "convnext": CONVNEXT_PRESETS,
+                                                 "resnet": RESNET_PRESETS, "regnet": REGNET_PRESETS}
+_PRESETS = PRESETS
 _RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
 
 
@@ -154,7 +185,8 @@ class ViTEncoder(Encoder):
 
 
 class ConvNetEncoder(Encoder):
-    """A ``ResNetModel`` or ``ConvNextModel`` returning Features (pooling "mean": the model's pooler)."""
+    """A ``ResNetModel``, ``RegNetModel`` or ``ConvNextModel`` returning Features (pooling "mean":
+    the model's pooler)."""
 
     def __init__(self, model: PreTrainedModel, pooling: str = "mean", processor: Any = None) -> None:
         super().__init__()
@@ -246,6 +278,8 @@ def _preset_config(config: EncoderConfig, image: ImageConfig) -> PreTrainedModel
     elif config.architecture == "convnext":
         config_class = ConvNextConfig
         settings.update(image_size=image.image_size, patch_size=2 if image.image_size < 112 else 4)
+    elif config.architecture == "regnet":
+        config_class = RegNetConfig
     else:
         config_class = ResNetConfig
     defaults = config_class()
@@ -321,7 +355,7 @@ def fix_vit_embeddings(model: ViTModel, sincos_positions: bool, freeze_patch_emb
 def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> Encoder:
     """Build from a preset (random weights) or load ``name_or_path`` (local folder or Hub id).
 
-    Loading never runs remote code; only ViT, ResNet and ConvNeXt checkpoints are accepted, and
+    Loading never runs remote code; only ViT, ResNet, RegNet and ConvNeXt checkpoints are accepted, and
     their channels (and a ViT's patch size, the masking unit) must match the domain.
     """
     if config.name_or_path is None:
@@ -330,6 +364,8 @@ def load_or_build_image_encoder(config: EncoderConfig, image: ImageConfig) -> En
             model: PreTrainedModel = ViTModel(hf_config, add_pooling_layer=False)
         elif isinstance(hf_config, ConvNextConfig):
             model = ConvNextModel(hf_config)
+        elif isinstance(hf_config, RegNetConfig):
+            model = RegNetModel(hf_config)
         else:
             model = ResNetModel(hf_config)
         return _wrap(model, config.pooling or "mean", image_processor(image), image.vit_mask_token)

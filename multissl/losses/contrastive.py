@@ -207,6 +207,83 @@ def _hard_negative_terms(logits: Tensor, positives: Tensor, excluded: Tensor | N
     return shift + torch.log(positive + mass) - positive_logits
 
 
+#: rows of the [N, N] buffer the CLIP kernel's backward rewrites at a time (a block of 4,096 columns
+#: is 2 MB of float32: in the cache of one core)
+_BLOCK_ROWS = 128
+
+
+class _SymmetricCrossEntropy(torch.autograd.Function):
+    """CLIP's loss on one process, fused: ``(CE(a -> b) + CE(b -> a)) / 2`` over the logits
+    ``L = s * a @ b.T`` of the L2-normalised rows of ``a``, ``b`` [N, D], with the diagonal as
+    positives (the normalisation is inside too: its backward is one projection per side,
+    ``(g - u <u, g>) / ||x||``, a few [N, D] passes instead of autograd's chain).
+
+    Forward: one matmul, then ``E = exp(L)`` in place of ``L``; the row sums of ``E`` give the
+    a -> b log-sum-exps and its column sums the b -> a ones, so one exponential pass serves both
+    directions (``F.cross_entropy`` twice needs a transposed copy, two maxima and two). No shift is
+    needed on a CPU while ``s <= 40``: |L| <= s for unit rows, so every ``exp(L)`` lies in
+    [4e-18, 2.4e17], normal float32 numbers, and their sums cannot overflow. Above that (CLIP clamps
+    s at 100), and on GPUs (where reading s would wait for the device), rows and columns are shifted
+    by their own maxima: two exponential passes, still one extra buffer.
+    Backward: ``G = (softmax_rows(L) + softmax_columns(L) - 2 I) / 2N`` built from ``E`` and the
+    sums, then the matmul's two products; the gradient of ``s`` is ``sum(G * a @ b.T)``, read off
+    ``G @ b`` without another [N, N] pass. Values and gradients equal the two cross-entropies'.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, scale: Tensor) -> Tensor:  # type: ignore[override]
+        n = a.shape[0]
+        # L2 normalisation inside (F.normalize's eps): its backward is one projection per side
+        a_norm = a.norm(dim=1, keepdim=True).clamp_min_(1e-12)
+        b_norm = b.norm(dim=1, keepdim=True).clamp_min_(1e-12)
+        a, b = a / a_norm, b / b_norm
+        logits = torch.mm(a * scale, b.T)
+        positive = logits.diagonal().clone()
+        if a.device.type == "cpu" and float(scale) <= 40.0:  # (reading s on a GPU would sync)
+            exponentials = logits.exp_()  # |L| <= 40: exp(L) in [4e-18, 2.4e17], no shift needed
+            rows, columns = exponentials.sum(dim=1), exponentials.sum(dim=0)
+            loss = (rows.log().sum() + columns.log().sum()) / (2 * n) - positive.mean()
+            row_part = column_part = exponentials
+        else:
+            row_max, column_max = logits.amax(dim=1, keepdim=True), logits.amax(dim=0, keepdim=True)
+            column_part = (logits - column_max).exp_()
+            row_part = logits.sub_(row_max).exp_()
+            rows, columns = row_part.sum(dim=1), column_part.sum(dim=0)
+            loss = ((row_max.squeeze(1) + rows.log()).mean() + (column_max.squeeze(0) + columns.log()).mean()
+                    - 2 * positive.mean()) / 2
+        ctx.save_for_backward(a, b, a_norm, b_norm, scale, row_part, column_part, rows, columns)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor):  # type: ignore[override]
+        a, b, a_norm, b_norm, scale, row_part, column_part, rows, columns = ctx.saved_tensors
+        n = a.shape[0]
+        factor = grad_loss / (2 * n)
+        row_scale, column_scale = (factor / rows)[:, None], (factor / columns)[None, :]
+        if row_part is column_part:
+            # G = E * (row_scale + column_scale), written over E a block of rows at a time: no
+            # second [N, N] buffer (a fresh one costs its page faults), the block stays in cache
+            grad = row_part
+            for start in range(0, n, _BLOCK_ROWS):
+                block = grad[start:start + _BLOCK_ROWS]
+                by_row = block * row_scale[start:start + _BLOCK_ROWS]
+                block.mul_(column_scale).add_(by_row)
+        else:
+            grad = row_part.mul_(row_scale).addcmul_(column_part, column_scale)
+        grad.diagonal().sub_(2 * factor)
+        towards_a = grad @ b  # dLoss/d(unit a) = s * G @ b
+        grad_scale = (towards_a * a).sum().reshape(scale.shape) if ctx.needs_input_grad[2] else None
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            towards_a.mul_(scale)
+            grad_a = (towards_a - a * (towards_a * a).sum(dim=1, keepdim=True)).div_(a_norm)
+        if ctx.needs_input_grad[1]:
+            towards_b = torch.mm(grad.T, a).mul_(scale)
+            grad_b = (towards_b - b * (towards_b * b).sum(dim=1, keepdim=True)).div_(b_norm)
+        return grad_a, grad_b, grad_scale
+
+
 class _ScoresAgainstKeysAndNegatives(torch.autograd.Function):
     """``anchors @ cat([keys, negatives]).T``, written into one buffer without concatenating.
 
@@ -340,18 +417,11 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     check_same_dim("a", a, "b", b)
     check_positive("logit_scale", logit_scale)
     dtype = compute_dtype(a, b)
-    a, b = _unit(a, dtype), _unit(b, dtype)
     if not is_distributed():
-        # One process holds the whole square: the b -> a logits are its transpose, no second
-        # matmul. Copied first (the kernel overwrites the a -> b logits); clone keeps the transposed
-        # strides, so the copy and every later pass over it run along memory.
-        logits = (a * logit_scale) @ b.T
-        logits_b_to_a = logits.T.clone()
-        positives = torch.arange(a.shape[0], device=a.device)
-        return (
-            cross_entropy_at_positives(logits, positives)
-            + cross_entropy_at_positives(logits_b_to_a, positives)
-        ) / 2
+        # One process holds the whole square: both directions from one matmul and one buffer.
+        scale = logit_scale if isinstance(logit_scale, Tensor) else torch.tensor(float(logit_scale))
+        return _SymmetricCrossEntropy.apply(a.to(dtype), b.to(dtype), scale.to(device=a.device, dtype=dtype))
+    a, b = _unit(a, dtype), _unit(b, dtype)
     b_columns, start = _gather_columns(b)
     a_columns, _ = _gather_columns(a)
     positives = start + torch.arange(a.shape[0], device=a.device)
