@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,9 @@ def test_unsupervised_simcse_overfits_and_round_trips(captions, data_root):
     objective = build_objective("simcse", [captions.encoder], {"temperature": TEMPERATURE})
     assert objective.view_requests()[0].options == {"num_views": 2}  # the domain's default: dropout
     losses = overfit(objective, [captions], [raw_batch(captions, 16)], steps=15, lr=1e-3)
-    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, losses
+    # chance is log(16) ~ 2.77 (each sentence against the 16 dropout twins); it may be left within
+    # the first five steps, so the end is measured against chance and against the first steps' mean
+    assert sum(losses[-5:]) / 5 < min(math.log(16) - 1.5, sum(losses[:5]) / 10), losses
     assert not [name for name, p in objective.named_parameters() if p.requires_grad and p.grad is None], "DDP needs every parameter used"
     assert_state_round_trip(objective, lambda: build_objective(
         "simcse", [tiny_setup("text", data_root, rows=16).encoder], {"temperature": TEMPERATURE}))
