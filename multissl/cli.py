@@ -55,7 +55,8 @@ def _list_recipes() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``multissl`` command line: train, recipes, demo, probe, push."""
     parser = argparse.ArgumentParser(prog="multissl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -75,21 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
     demo.add_argument("--output-dir", default="runs/demo-digits")
 
-    probe = commands.add_parser("probe", help="probe an encoder on a dataset")
-    push = commands.add_parser("push", help="push an encoder folder to the Hugging Face Hub")
-    try:
-        from multissl.probes.command import add_probe_arguments, run_probe_command
+    from multissl.hub import add_push_arguments
+    from multissl.probes.command import add_probe_arguments
 
-        add_probe_arguments(probe)
-    except ImportError:  # probes not installed in this checkout yet
-        run_probe_command = None
-    try:
-        from multissl.hub import add_push_arguments, run_push_command
+    add_probe_arguments(commands.add_parser("probe", help="probe an encoder on a dataset"))
+    add_push_arguments(commands.add_parser("push", help="push an encoder folder to the Hugging Face Hub"))
+    return parser
 
-        add_push_arguments(push)
-    except ImportError:
-        run_push_command = None
 
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "recipes":
         return _list_recipes()
@@ -103,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         from multissl.errors import run_reporting
 
         return run_reporting(lambda: run_demo(args.overrides, args.output_dir))
-    if args.command == "probe" and run_probe_command is not None:
+    if args.command == "probe":
+        from multissl.probes.command import run_probe_command
+
         return run_probe_command(args)
-    if args.command == "push" and run_push_command is not None:
-        return run_push_command(args)
-    parser.error(f"command {args.command!r} is not available in this installation")
-    return 2
+    from multissl.hub import run_push_command
+
+    return run_push_command(args)
 
 
 if __name__ == "__main__":

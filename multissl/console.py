@@ -43,6 +43,17 @@ class RunConsole:
             print(f"step {step}/{self.total}  loss {loss:.4f}  lr {lr:.3g}  {rate:.2f} steps/s",
                   file=self.stream, flush=True)
 
+    def scores(self, step: int, record: dict[str, float]) -> None:
+        """The online evaluation's scores at ``step``, one line (above the bar on a terminal)."""
+        if self.bar is None and not self.lines:
+            return
+        text = "  ".join(f"{key} {value:.4f}" for key, value in record.items() if key.endswith("_top1"))
+        line = f"step {step}/{self.total}  {text}"
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -25,6 +25,7 @@ from accelerate.utils import set_seed
 from domains import build_domain
 from multissl.domain import Domain
 from multissl.config import Recipe, RecipeError, resolve_recipe
+from multissl.console import quiet_library_progress
 from multissl.features import Encoder
 from multissl.views import ViewRequest
 from multissl.probes.extract import extract_from_dataset
@@ -119,7 +120,8 @@ def run_demo(overrides: list[str] | None = None, output_dir: str = "runs/simclr-
     result = train(recipe, path)
     encoder_dir = result.encoder_dirs[next(iter(recipe.domains))]
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; probing ...")
-    results, num_train, num_test = evaluate_digits(recipe, encoder_dir)
+    with quiet_library_progress():
+        results, num_train, num_test = evaluate_digits(recipe, encoder_dir)
     table = format_table(results, num_train, num_test)
     print()
     print(table)
@@ -127,6 +129,7 @@ def run_demo(overrides: list[str] | None = None, output_dir: str = "runs/simclr-
     gain = results["learned encoder"]["knn"] - results["random init"]["knn"]
     print(f"kNN accuracy gained by self-supervised training over random init: {gain:+.3f}")
     print(f"encoder saved to {encoder_dir} (load it with transformers.AutoModel.from_pretrained)")
+    print(f"curves (loss, online kNN on the held-out digits): {Path(result.run_dir) / 'curves.png'}")
     (Path(result.run_dir) / "demo_results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -392,7 +392,7 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
     losses: list[float] = []
     micro = 0
     if evaluator is not None and state.step == 0:
-        evaluator.maybe_evaluate(0, total_steps, accelerator, log)
+        _report_scores(console, 0, evaluator.maybe_evaluate(0, total_steps, accelerator, log))
 
     model.train()
     while state.step < total_steps:
@@ -420,9 +420,9 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
                 objective.on_step_end(state.step, total_steps)
             losses.append(to_float(loss))
             _log_step(accelerator, recipe, log, state, loss, logs, embeddings, scheduler, skips, total_steps)
-            if evaluator is not None:
-                evaluator.maybe_evaluate(state.step, total_steps, accelerator, log)
             console.step(state.step, losses[-1], scheduler.get_last_lr()[0])
+            if evaluator is not None:
+                _report_scores(console, state.step, evaluator.maybe_evaluate(state.step, total_steps, accelerator, log))
             fault_point("step", state.step)
             if state.step % recipe.checkpoint.every == 0 or state.step == total_steps:
                 _report_skips(accelerator, skips, log, state.step)
@@ -448,6 +448,11 @@ def _train(recipe: Recipe, recipe_source: str, accelerator: Accelerator | None) 
     accelerator.end_training()
     return RunResult(run_dir, state.step, encoder_dirs, losses, skips.total, time.time() - started,
                      evaluator.cpu_seconds if evaluator is not None else 0.0)
+
+
+def _report_scores(console: RunConsole, step: int, record: dict[str, float] | None) -> None:
+    if record is not None:
+        console.scores(step, record)
 
 
 def optimisation_step(accelerator: Accelerator, model: nn.Module, optimizer, scheduler, views: dict,

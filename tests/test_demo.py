@@ -33,3 +33,6 @@ def test_demo_trains_probes_and_reports(tmp_path):
     # raw pixels of 10 balanced digit classes are far above chance: the probes really fit
     assert scores["raw pixels"]["linear"] > 0.5
     assert (out / "encoders/image/model.safetensors").is_file()
+    assert f"curves (loss, online kNN on the held-out digits): {out}/curves.png" in result.stdout
+    assert (out / "curves.png").is_file()
+    assert "Loading weights" not in result.stdout + result.stderr  # no library bars in the demo's output

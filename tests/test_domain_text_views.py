@@ -199,10 +199,6 @@ def test_swap_exchanges_exactly_two_words_and_keeps_specials_in_place(domain_and
     assert moved > 0.8 * len(ids)  # only rows with two equal words swapped (or < 2 words) stay
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug, domains/text/augment.py swap_words: in a word interrupted by a special token (an [UNK] "
-    "piece inside it) the within-word offset restarts at 0 after the special token, so the pieces after "
-    "it sort among those before it: 'pai' [UNK] 'nting' comes out 'pan' [UNK] 'iting' in every row"))
 def test_swap_keeps_a_word_whole_when_an_unknown_piece_sits_inside_it(domain_and_batch):
     domain, _ = domain_and_batch
     text = "a man in a red shirt is pai\u03a9nting a wall near the water ."  # the omega is no piece: [UNK]

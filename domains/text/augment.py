@@ -148,7 +148,11 @@ def swap_words(input_ids: Tensor, content: Tensor, words: Tensor, generator: tor
         slot_second = slot_of_word.gather(1, second[:, None])
         slot_of_word = slot_of_word.scatter(1, first[:, None], slot_second).scatter(1, second[:, None], slot_first)
     # order the content tokens by (new word slot, offset within the word) ...
-    previous = torch.cat([torch.full_like(words[:, :1], -1), words[:, :-1]], dim=1)
+    # (a word begins where the previous *content* token belongs to another word: a special token
+    # inside a word, such as [UNK] for a character the vocabulary lacks, does not restart it)
+    last_content = torch.where(content, position, torch.full_like(position, -1)).cummax(dim=1).values
+    before = torch.cat([torch.full_like(last_content[:, :1], -1), last_content[:, :-1]], dim=1)
+    previous = torch.where(before >= 0, words.gather(1, before.clamp(min=0)), torch.full_like(words, -1))
     word_begins = content & (words != previous)
     offset = position - torch.where(word_begins, position, torch.zeros_like(position)).cummax(dim=1).values
     key = torch.where(content, slot_of_word.gather(1, words.clamp(min=0)) * length + offset, length * length + position)
