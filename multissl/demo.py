@@ -112,8 +112,8 @@ def run_demo(overrides: list[str] | None = None, output_dir: str = "runs/simclr-
         print(f"error: {error}")
         return 2
     # One thread unless OMP_NUM_THREADS says otherwise: on a busy 2-core machine torch's default two
-    # threads ran 5x slower than one, and the numbers printed do not depend on the count (checked
-    # with 1 and 2: identical tables; see README).
+    # threads ran 5x slower than one. The table depends on the count (float sums in another order
+    # move the training a little; README gives both), so the README's is for one thread.
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     torch.set_num_threads(threads)
     print(f"multissl demo: SimCLR on scikit-learn's digits ({path}), {threads} torch thread(s)")
