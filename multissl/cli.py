@@ -100,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_reporting(lambda: run_demo(args.overrides, args.output_dir))
     if args.command == "probe":
+        from multissl.console import quiet_library_progress
         from multissl.probes.command import run_probe_command
 
-        return run_probe_command(args)
+        with quiet_library_progress():  # the table is the output, not transformers' loading bars
+            return run_probe_command(args)
     from multissl.hub import run_push_command
 
     return run_push_command(args)
