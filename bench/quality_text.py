@@ -97,6 +97,9 @@ MINILM_UNTOUCHED = "MiniLM untouched"
 MULTISSL_RANDOM = "multissl SimCSE from random BERT"
 MULTISSL_D2V_RANDOM = "multissl data2vec from random BERT"
 RANDOM_UNTOUCHED = "random BERT"
+RANDOM_STARTS = (MULTISSL_RANDOM, MULTISSL_D2V_RANDOM)
+#: --contenders choice -> the trained contender it runs
+CONTENDERS = {"minilm": MULTISSL_MINILM, "peer": PEER_MINILM, "random": MULTISSL_RANDOM, "data2vec": MULTISSL_D2V_RANDOM}
 TFIDF = "TF-IDF"
 #: which start each contender belongs to: a task's rows compare contenders of one start only (a
 #: from-scratch encoder is not meant to beat a model trained on 1B pairs), TF-IDF floors both
@@ -147,7 +150,7 @@ class Settings:
     #: tuning mode: train on the sentences of the first half of STS-B train's pairs and score the
     #: second half's pairs (their scores pick settings); STS-B dev is never read, SentEval skipped
     tune: bool = False
-    contenders: tuple[str, ...] = ("minilm", "peer", "random")
+    contenders: tuple[str, ...] = ("minilm", "peer", "random", "data2vec")
     random_budget_cpu_seconds: float | None = None  # None: budget_cpu_seconds
 
 
@@ -599,7 +602,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--tune", action="store_true",
                         help="settings search: train on the first half of STS-B train's sentences, score the second "
                              "half's pairs; never reads STS-B dev; writes --output (default bench/results/quality_text_tune.json)")
-    parser.add_argument("--contenders", nargs="+", choices=("minilm", "peer", "random"), default=list(defaults.contenders),
+    parser.add_argument("--contenders", nargs="+", choices=tuple(CONTENDERS), default=list(defaults.contenders),
                         help="trained contenders to run (default all)")
     parser.add_argument("--random-budget-cpu-seconds", type=float, default=None,
                         help="CPU seconds for the from-scratch contender (default: --budget-cpu-seconds)")
@@ -690,8 +693,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         evaluate(MINILM_UNTOUCHED, length_sorted_embedder(minilm, settings, workdir))
         del minilm
 
-        chosen = {"minilm": MULTISSL_MINILM, "peer": PEER_MINILM, "random": MULTISSL_RANDOM}
-        chosen = {chosen[c] for c in settings.contenders}
+        chosen = {CONTENDERS[c] for c in settings.contenders}
         trained = (
             (MULTISSL_MINILM, lambda stream, clock: build_multissl_simcse(
                 train_file, sentences, settings, stream, clock, pretrained=MINILM, learning_rate=settings.learning_rate,
@@ -708,13 +710,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if name not in chosen:
                 continue
             seconds = settings.budget_cpu_seconds
-            if name == MULTISSL_RANDOM and settings.random_budget_cpu_seconds is not None:
+            if name in RANDOM_STARTS and settings.random_budget_cpu_seconds is not None:
                 seconds = settings.random_budget_cpu_seconds
             clock = CpuBudget(seconds)
             # every trained contender reads the same sentences in the same order
             step, encoder, setups[name] = build(sentence_batches(len(sentences), settings.batch_size, settings.seed), clock)
-            if name == MULTISSL_RANDOM:
-                # the same encoder before its first step (evaluation changes no weight)
+            if name in RANDOM_STARTS and RANDOM_UNTOUCHED not in scores:
+                # the same encoder before its first step (evaluation changes no weight); both
+                # random-start contenders build it from the same seed
                 evaluate(RANDOM_UNTOUCHED, length_sorted_embedder(encoder, settings, workdir))
             torch.manual_seed(settings.seed)  # every contender's dropout masks start from the same state
             report = budgeted_training(step, clock, name=name, log_every=25)

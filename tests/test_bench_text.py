@@ -145,6 +145,13 @@ def test_rows_compare_contenders_of_one_start_and_explain_losses():
     assert "TF-IDF 60.00" in random_row["notes"]
 
 
+def test_every_trained_contender_can_be_chosen():
+    # data2vec was once built but unreachable from --contenders
+    assert set(qt.CONTENDERS.values()) == {qt.MULTISSL_MINILM, qt.PEER_MINILM, *qt.RANDOM_STARTS}
+    assert set(qt.parse_settings([]).contenders) == set(qt.CONTENDERS)
+    assert qt.parse_settings(["--contenders", "data2vec"]).contenders == ("data2vec",)
+
+
 def test_parse_settings_quick_and_task_choice():
     quick = qt.parse_settings(["--quick"])
     assert quick.quick and quick.budget_cpu_seconds == qt.QUICK["budget_cpu_seconds"]
