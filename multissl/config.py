@@ -209,7 +209,7 @@ class EvaluationConfig:
     own rows (they need a label column), drawn with ``train.seed`` and then never trained on.
 
     At step 0, every ``every`` steps (null: a tenth of the run, or less often where embedding the
-    rows would cost more than ~5% of the training in between) and at the last step, the main
+    rows would cost more than ~3% of the training forward passes in between) and at the last step, the main
     process embeds at most ``max_rows`` of them (a seeded subset) with the current encoder of
     ``domain`` (null: the first domain), frozen, in eval mode, and logs to ``log.jsonl``, the
     trackers and ``curves.png``: ``online/knn_top1``, weighted kNN (cosine, ``k`` neighbours,

@@ -39,7 +39,8 @@ Contracts the engine relies on:
 Cost: one forward pass over at most ``max_rows`` rows (collated once and kept, when they fit in
 ``CACHE_BYTES``), a [N, N] similarity, two small L-BFGS fits and the curves PNG. The default
 cadence (:func:`default_every`) is a tenth of the run, spaced further where embedding the rows
-would cost more than 5% of the training in between (measured in ``bench/online_eval_cost.py``).
+would cost more than 3% of the training forward passes in between, so that evaluating stays under
+5% of a run (measured in ``bench/online_eval_cost.py``).
 """
 
 from __future__ import annotations
