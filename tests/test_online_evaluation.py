@@ -20,6 +20,7 @@ import yaml
 
 from multissl.checkpoint import list_checkpoints
 from multissl.config import RecipeError, load_recipe, parse_recipe
+from multissl.errors import DataError, describe
 from multissl.probes.knn import knn_predict
 from multissl.probes.online import (
     cross_fitted_linear_accuracy,
@@ -188,8 +189,11 @@ def test_a_labelled_validation_set_and_a_missing_label_are_handled(tmp_path):
         Image.fromarray(torch.randint(0, 256, (12, 12), dtype=torch.uint8).numpy()).save(folder / f"{index}.png")
     data["output_dir"] = str(tmp_path / "unlabelled")
     data["evaluation"]["data"] = {"path": str(folder), "format": "imagefolder", "columns": {"image": "image"}}
-    with pytest.raises(ValueError, match="labelled rows"):
+    with pytest.raises(DataError, match="labelled rows") as raised:
         train(parse_recipe(data))
+    # the command line prints it as one line (exit code 2), naming the fix
+    assert describe(raised.value).startswith("error: online evaluation needs labelled rows")
+    assert "data.columns.label" in describe(raised.value)
 
 
 # ------------------------------------------------------------------------ resume and processes

@@ -58,6 +58,7 @@ from torch import Tensor
 
 from multissl.features import Encoder
 from multissl.domain import move_to_device
+from multissl.errors import DataError
 from multissl.probes.knn import knn_classify
 from multissl.views import ViewRequest
 
@@ -106,7 +107,7 @@ def split_held_out(length: int, fraction: float, seed: int) -> tuple[list[int], 
     rows (at least 2 held out, at least 1 left to train on)."""
     count = min(max(2, round(fraction * length)), length - 1)
     if count < 2 or length - count < 1:
-        raise ValueError(f"cannot hold out {fraction:g} of {length} rows for evaluation and train on the rest")
+        raise DataError(f"cannot hold out {fraction:g} of {length} rows for evaluation and train on the rest")
     order = torch.randperm(length, generator=torch.Generator().manual_seed(seed))
     held = order[:count].sort().values.tolist()
     train = order[count:].sort().values.tolist()
@@ -199,7 +200,7 @@ class OnlineEvaluator:
 
             sources = getattr(dataset, "datasets", None)
             if sources is None or key not in sources:
-                raise ValueError("evaluation.held_out_fraction needs the run's map-style rows (not streaming data)")
+                raise DataError("evaluation.held_out_fraction needs the run's map-style rows (not streaming data)")
             train_rows, held = split_held_out(len(dataset), config.held_out_fraction,
                                               recipe.train.seed + HELD_OUT_SEED_OFFSET)
             source = sources[key]
@@ -217,20 +218,20 @@ class OnlineEvaluator:
 
     def _prepare(self, rows: Any) -> _Rows:
         if hasattr(rows, "column_names") and "label" not in rows.column_names:
-            raise ValueError(f"online evaluation needs labelled rows, but the {self.domain_key!r} rows have no 'label' "
+            raise DataError(f"online evaluation needs labelled rows, but the {self.domain_key!r} rows have no 'label' "
                              f"column (columns: {rows.column_names}); map one with data.columns.label")
         if len(rows) > self.config.max_rows:
             keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.seed + 1))
             rows = rows.select(keep[: self.config.max_rows].sort().values.tolist())
         if len(rows) < 2:
-            raise ValueError(f"online evaluation needs at least 2 labelled rows, got {len(rows)}")
+            raise DataError(f"online evaluation needs at least 2 labelled rows, got {len(rows)}")
         batches: list[dict[str, Any]] = []
         size = 0
         for start in range(0, len(rows), self.config.batch_size):
             chunk = [rows[i] for i in range(start, min(start + self.config.batch_size, len(rows)))]
             batch = self.domain.collate(chunk)
             if batch.get("labels") is None:
-                raise ValueError(f"online evaluation needs labelled rows; the {self.domain_key!r} domain found no label "
+                raise DataError(f"online evaluation needs labelled rows; the {self.domain_key!r} domain found no label "
                                  "in them (map a label column: evaluation.data.columns.label)")
             size += _nbytes(batch)
             if size > CACHE_BYTES:
@@ -274,7 +275,7 @@ class OnlineEvaluator:
         finally:
             self.encoder.train(was_training)
         if skipped:
-            raise ValueError(f"{skipped} evaluation rows were skipped as bad samples; the scores would move between runs")
+            raise DataError(f"{skipped} evaluation rows were skipped as bad samples; the scores would move between runs")
         return torch.cat(pooled), torch.cat(labels)
 
     def evaluate(self, device: torch.device | str, autocast: Callable[[], Any] = contextlib.nullcontext
