@@ -21,9 +21,7 @@ per-pair terms over the same global columns.
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +39,7 @@ from multissl.distributed import (
 
 from ._checks import (
     check_float,
+    float32_math,
     compute_dtype,
     check_labels,
     check_mask,
@@ -55,22 +54,6 @@ __all__ = ["cross_entropy_at_positives", "info_nce", "nt_xent", "clip_loss", "si
 
 
 # --- shared pieces ------------------------------------------------------------------------------
-
-_Loss = TypeVar("_Loss", bound=Callable)
-
-
-def _float32_math(loss: _Loss) -> _Loss:
-    """Run ``loss`` with autocast off: under bf16 autocast the similarity matmuls would otherwise
-    run in bf16, whose 8-bit mantissa costs ~1e-2 on logits scaled by 1 / temperature."""
-
-    @functools.wraps(loss)
-    def wrapper(*args, **kwargs):
-        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
-        with torch.autocast(device, enabled=False):
-            return loss(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
 
 
 def _unit(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -323,7 +306,7 @@ def _exclude_self(logits: Tensor, self_columns: Tensor) -> None:
 # --- InfoNCE and its users ----------------------------------------------------------------------
 
 
-@_float32_math
+@float32_math
 def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temperature: float | Tensor = 0.1,
              normalize: bool = True, *, query_negatives: Tensor | None = None, tau_plus: float = 0.0,
              beta: float = 0.0) -> Tensor:
@@ -372,7 +355,7 @@ def info_nce(query: Tensor, key: Tensor, negatives: Tensor | None = None, temper
     return cross_entropy_at_positives(logits, positives, tau_plus=tau_plus, beta=beta, min_logit=min_logit)
 
 
-@_float32_math
+@float32_math
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5, *, tau_plus: float = 0.0,
             beta: float = 0.0) -> Tensor:
     """NT-Xent, SimCLR's loss, exactly as Algorithm 1 of Chen et al. 2020 (arXiv:2002.05709).
@@ -402,7 +385,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float | Tensor = 0.5, *, tau_pl
                                       min_logit=-1.0 / temperature)
 
 
-@_float32_math
+@float32_math
 def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     """CLIP's symmetric contrastive loss (Radford et al. 2021, arXiv:2103.00020, Figure 3).
 
@@ -431,7 +414,7 @@ def clip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor) -> Tensor:
     ) / 2
 
 
-@_float32_math
+@float32_math
 def supcon(features: Tensor, labels: Tensor, temperature: float | Tensor = 0.1) -> Tensor:
     """Supervised contrastive loss L_out (Khosla et al. 2020, arXiv:2004.11362, eq. 2).
 
@@ -463,7 +446,7 @@ def supcon(features: Tensor, labels: Tensor, temperature: float | Tensor = 0.1) 
     return global_mean(logits.logsumexp(dim=1) - positive_mean)
 
 
-@_float32_math
+@float32_math
 def soft_nearest_neighbors(embeddings: Tensor, labels: Tensor, temperature: float | Tensor) -> Tensor:
     """Soft nearest neighbour loss (Frosst, Papernot & Hinton 2019, arXiv:1902.01889, eq. 1).
 
@@ -539,7 +522,7 @@ class _RowSoftplusSums(torch.autograd.Function):
                 grad_scale if needs[2] else None, grad_bias if needs[3] else None, None)
 
 
-@_float32_math
+@float32_math
 def siglip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor, logit_bias: float | Tensor,
                 block_size: int = 4096) -> Tensor:
     """SigLIP's pairwise sigmoid loss (Zhai, Mustafa, Kolesnikov, Beyer 2023, arXiv:2303.15343,
@@ -585,7 +568,7 @@ def siglip_loss(a: Tensor, b: Tensor, logit_scale: float | Tensor, logit_bias: f
     return global_mean(_RowSoftplusSums.apply(a, columns, scale, bias, block_size) - positive_logits)
 
 
-@_float32_math
+@float32_math
 def spectral_contrastive(z1: Tensor, z2: Tensor, mu: float = 1.0) -> Tensor:
     """The spectral contrastive loss (HaoChen, Wei, Gaidon, Ma 2021, "Provable Guarantees for
     Self-Supervised Deep Learning with Spectral Contrastive Loss", arXiv:2106.04156):
@@ -666,7 +649,7 @@ def _cpc_logits(
     return logits, positives, step
 
 
-@_float32_math
+@float32_math
 def cpc(predictions: Tensor, targets: Tensor, mask: Tensor | None = None, temperature: float | Tensor = 1.0) -> Tensor:
     """Contrastive Predictive Coding loss (van den Oord et al. 2018, arXiv:1807.03748, eq. 4).
 
@@ -685,7 +668,7 @@ def cpc(predictions: Tensor, targets: Tensor, mask: Tensor | None = None, temper
 
 
 @torch.no_grad()
-@_float32_math
+@float32_math
 def cpc_accuracy(predictions: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
     """Top-1 accuracy of each CPC offset over the global batch, for logging: float32 [K].
 
@@ -700,7 +683,7 @@ def cpc_accuracy(predictions: Tensor, targets: Tensor, mask: Tensor | None = Non
     return (totals[0] / totals[1]).float()
 
 
-@_float32_math
+@float32_math
 def masked_frame_contrastive(context: Tensor, targets: Tensor, mask: Tensor, temperature: float = 0.1) -> Tensor:
     """wav2vec 2.0's contrastive task (Baevski et al. 2020, arXiv:2006.11477, eq. 3), every other
     masked frame of the same utterance a distractor.
@@ -725,7 +708,7 @@ def masked_frame_contrastive(context: Tensor, targets: Tensor, mask: Tensor, tem
     return cross_entropy_at_positives(logits[mask], positives[mask])
 
 
-@_float32_math
+@float32_math
 def masked_cluster_prediction(predictions: Tensor, codewords: Tensor, targets: Tensor, mask: Tensor,
                               temperature: float | Tensor = 0.1) -> Tensor:
     """HuBERT's masked prediction of cluster ids (Hsu, Bolte, Tsai, Lakhotia, Salakhutdinov, Mohamed

@@ -19,9 +19,8 @@ float64) with autocast off; bf16/fp16 inputs return a float32 loss.
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,23 +28,9 @@ from torch import Tensor
 
 from multissl.distributed import gather_with_grad, global_mean, rank_offset
 
-from ._checks import check_float, check_mask, check_positive, check_same_shape, compute_dtype
+from ._checks import check_float, check_mask, check_positive, check_same_shape, compute_dtype, float32_math
 
 __all__ = ["dino", "ibot_patch", "koleo", "latent_regression", "teacher_distribution", "data2vec_targets"]
-
-_Loss = TypeVar("_Loss", bound=Callable)
-
-
-def _float32_math(loss: _Loss) -> _Loss:
-    """Autocast off: log-softmax at temperature 0.04 and nearest-neighbour distances lose digits in bf16."""
-
-    @functools.wraps(loss)
-    def wrapper(*args, **kwargs):
-        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
-        with torch.autocast(device, enabled=False):
-            return loss(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def teacher_distribution(teacher_logits: Tensor, center: Tensor, temperature: float | Tensor) -> Tensor:
@@ -63,7 +48,7 @@ def _cross_entropy(targets: Tensor, student_logits: Tensor, temperature: float |
     return -(targets * F.log_softmax(student_logits.to(targets.dtype) / temperature, dim=-1)).sum(dim=-1)
 
 
-@_float32_math
+@float32_math
 def dino(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor], center: Tensor,
          student_temperature: float = 0.1, teacher_temperature: float | Tensor = 0.04) -> Tensor:
     """DINO's loss (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers",
@@ -98,7 +83,7 @@ def dino(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor], cen
     return global_mean(torch.stack(terms))
 
 
-@_float32_math
+@float32_math
 def ibot_patch(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, center: Tensor,
                student_temperature: float = 0.1, teacher_temperature: float | Tensor = 0.04) -> Tensor:
     """iBOT's masked image modelling by self-distillation (Zhou et al. 2022, "iBOT: Image BERT
@@ -130,7 +115,7 @@ def ibot_patch(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, cen
     return global_mean(per_image / mask.sum(dim=1).clamp_min(1).to(per_image.dtype))
 
 
-@_float32_math
+@float32_math
 def koleo(embeddings: Tensor, eps: float = 1e-8) -> Tensor:
     """The KoLeo regulariser (Sablayrolles et al. 2019, "Spreading vectors for similarity search",
     eq. 7; DINOv2, Oquab et al. 2023, section 4, ``KoLeoLoss`` of the reference).
