@@ -16,7 +16,15 @@ from torch import Tensor, nn
 
 from multissl.modules.positions import sincos_2d
 
-__all__ = ["MaskTokenPredictor"]
+__all__ = ["MaskTokenPredictor", "pre_norm_transformer"]
+
+
+def pre_norm_transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
+    """``depth`` pre-norm ViT blocks of width ``dim`` (MLP 4x, GELU, no dropout): the body of MAE's
+    decoder and of I-JEPA's predictor, as in both reference codes."""
+    layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                       norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
 
 class MaskTokenPredictor(nn.Module):
@@ -35,9 +43,7 @@ class MaskTokenPredictor(nn.Module):
             raise ValueError(f"predictor width {dim} is not divisible by its {heads} heads")
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = pre_norm_transformer(dim, depth, heads)
         self.norm = nn.LayerNorm(dim)
         self.project = nn.Linear(dim, out_dim)
         nn.init.trunc_normal_(self.mask_token, std=0.02)

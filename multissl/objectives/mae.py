@@ -26,6 +26,7 @@ from multissl.features import Encoder
 from multissl.losses import masked_reconstruction
 from multissl.objectives.base import Objective, ObjectiveOutput
 from multissl.modules.positions import sincos_2d
+from multissl.modules.predictor import pre_norm_transformer
 from multissl.views import ViewRequest
 
 __all__ = ["MAE", "MAEDecoder"]
@@ -38,9 +39,7 @@ class MAEDecoder(nn.Module):
         super().__init__()
         self.embed = nn.Linear(in_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = pre_norm_transformer(dim, depth, heads)
         self.norm = nn.LayerNorm(dim)
         self.predict = nn.Linear(dim, out_dim)
         nn.init.normal_(self.mask_token, std=0.02)  # as the reference code
