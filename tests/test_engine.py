@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from multissl.checkpoint import list_checkpoints
+from tests.kill import kill_after_checkpoint
 from multissl.config import RecipeError, load_recipe
 from multissl.train import NonFiniteLossError, train
 
@@ -135,17 +134,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_
 
     killed_dir = tmp_path / "killed"
     killed = write_recipe(tmp_path, image_memory_recipe(data_root, killed_dir, objective), "killed.yaml")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "multissl.train", str(killed)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(p.name == "step-00000004" for p in list_checkpoints(killed_dir)):
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done = [int(p.name.split("-")[1]) for p in list_checkpoints(killed_dir)]
-    assert 4 in done and max(done) < 8, f"kill came too late to test anything: {done}"
+    kill_after_checkpoint(killed, killed_dir, step=4, last_step=8)
 
     run_module([sys.executable, "-m", "multissl.train", str(killed), "checkpoint.resume=auto"])
     expected = load_file(tmp_path / "full/checkpoints/step-00000008/model.safetensors")

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from multissl.checkpoint import list_checkpoints
-from multissl.config import RecipeError, load_recipe, parse_recipe
+from tests.kill import kill_after_checkpoint
+from multissl.config import RecipeError, parse_recipe
 from multissl.errors import DataError, describe
 from multissl.probes.knn import knn_predict
 from multissl.probes.online import (
@@ -218,17 +216,7 @@ def test_sigkill_then_resume_logs_the_online_scores_of_an_uninterrupted_run(tmp_
 
     killed_dir = tmp_path / "killed"
     killed = write(tmp_path, digits_recipe(killed_dir, every=2), "killed.yaml")
-    process = subprocess.Popen([sys.executable, "-m", "multissl.train", str(killed)], cwd=ROOT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(p.name == "step-00000004" for p in list_checkpoints(killed_dir)):
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done = [int(p.name.split("-")[1]) for p in list_checkpoints(killed_dir)]
-    assert 4 in done and max(done) < 8, f"kill came too late to test anything: {done}"
+    kill_after_checkpoint(killed, killed_dir, step=4, last_step=8)
 
     run_module([sys.executable, "-m", "multissl.train", str(killed), "checkpoint.resume=auto"])
     expected, resumed = online_records(tmp_path / "full"), online_records(killed_dir)
